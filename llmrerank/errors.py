@@ -1,0 +1,113 @@
+"""The exception tree. Every error llmrerank raises is an ``LLMRerankError``::
+
+    LLMRerankError
+    ├── UserError                 bad input or configuration; fix the call, do not retry
+    │   ├── CandidateError        empty/duplicate ids, empty or non-string text
+    │   ├── PromptError           unknown prompt ref, missing variable, changed released version
+    │   ├── RubricError           malformed rubric file or scale
+    │   └── BudgetError           a plan would exceed a configured call or cost bound
+    ├── BackendError              the model provider failed
+    │   ├── TransientBackendError retried by the driver: timeouts, 429, 5xx, connection
+    │   │   ├── RateLimitError    429 (carries ``retry_after`` seconds when the server sent it)
+    │   │   └── BackendTimeoutError
+    │   └── TerminalBackendError  400/401/403/404 and friends: raised at once
+    ├── ParseError                the model's output stayed invalid after every re-ask
+    ├── CacheError                the response cache is unusable (full disk, corrupt store)
+    ├── StageTimeoutError         a cascade stage ran over its time budget
+    └── LocalServerError          the managed llama.cpp server failed to start or died
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendError",
+    "BackendTimeoutError",
+    "BudgetError",
+    "CacheError",
+    "CandidateError",
+    "LLMRerankError",
+    "LocalServerError",
+    "ParseError",
+    "PromptError",
+    "RateLimitError",
+    "RubricError",
+    "StageTimeoutError",
+    "TerminalBackendError",
+    "TransientBackendError",
+    "UserError",
+]
+
+
+class LLMRerankError(Exception):
+    """Base class of every error raised by llmrerank."""
+
+
+class UserError(LLMRerankError):
+    """The caller's input or configuration is wrong."""
+
+
+class CandidateError(UserError):
+    """Candidates are unusable: empty text, duplicate ids, wrong types."""
+
+
+class PromptError(UserError):
+    """A prompt cannot be resolved or rendered."""
+
+
+class RubricError(UserError):
+    """A rubric is malformed."""
+
+
+class BudgetError(UserError):
+    """A plan would exceed a configured bound (calls, cost)."""
+
+
+class BackendError(LLMRerankError):
+    """The model provider failed."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class TransientBackendError(BackendError):
+    """A failure worth retrying (timeouts, connection errors, 429, 5xx)."""
+
+
+class RateLimitError(TransientBackendError):
+    """HTTP 429; ``retry_after`` holds the server's Retry-After in seconds when given."""
+
+    def __init__(
+        self, message: str, *, status_code: int | None = 429, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, status_code=status_code)
+        self.retry_after = retry_after
+
+
+class BackendTimeoutError(TransientBackendError):
+    """The provider did not answer within the per-call timeout."""
+
+
+class TerminalBackendError(BackendError):
+    """A failure that retrying cannot fix (bad request, auth, unknown model)."""
+
+
+class ParseError(LLMRerankError):
+    """Model output stayed invalid after the bounded re-asks. ``raw`` is the last reply."""
+
+    def __init__(self, message: str, *, raw: str, attempts: int) -> None:
+        super().__init__(message)
+        self.raw = raw
+        self.attempts = attempts
+
+
+class CacheError(LLMRerankError):
+    """The response cache cannot be read or written."""
+
+
+class StageTimeoutError(LLMRerankError):
+    """A cascade stage ran over its time budget."""
+
+
+class LocalServerError(LLMRerankError):
+    """The managed local LLM server could not start, or died."""

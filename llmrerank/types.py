@@ -1,0 +1,323 @@
+"""Plain data passed between stages: candidates in, a ``Ranking`` out."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Union, overload
+
+from .errors import CandidateError
+
+__all__ = [
+    "CallRecord",
+    "Candidate",
+    "CandidateLike",
+    "RankedCandidate",
+    "Ranking",
+    "StageReport",
+    "Usage",
+    "as_candidates",
+    "ranking_from_order",
+    "ranking_from_scores",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One retrieved passage. ``score`` is the first-stage score (BM25, cosine), if any."""
+
+    id: str
+    text: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    score: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id:
+            raise CandidateError(f"candidate id must be a non-empty string, got {self.id!r}")
+        if not isinstance(self.text, str):
+            raise CandidateError(
+                f"candidate {self.id!r}: text must be a string, got {type(self.text).__name__}"
+            )
+        if not self.text.strip():
+            raise CandidateError(f"candidate {self.id!r}: text is empty")
+
+    @classmethod
+    def from_text(cls, text: str) -> Candidate:
+        """A candidate whose id is a stable hash of its text."""
+        if not isinstance(text, str):
+            raise CandidateError(f"candidate text must be a string, got {type(text).__name__}")
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+        return cls(id=f"t{digest}", text=text)
+
+
+CandidateLike = Union[Candidate, str, Mapping[str, Any]]
+
+
+def _to_candidate(item: object, position: int) -> Candidate:
+    if isinstance(item, Candidate):
+        return item
+    if isinstance(item, str):
+        return Candidate.from_text(item)
+    if isinstance(item, Mapping):
+        known = {"id", "text", "metadata", "score"}
+        extra = set(item) - known
+        if "id" not in item or "text" not in item:
+            raise CandidateError(f"candidate #{position} needs 'id' and 'text' keys, got {sorted(item)}")
+        metadata = dict(item.get("metadata") or {})
+        metadata.update({k: item[k] for k in extra})
+        score = item.get("score")
+        return Candidate(
+            id=str(item["id"]),
+            text=item["text"],
+            metadata=metadata,
+            score=None if score is None else float(score),
+        )
+    raise CandidateError(
+        f"candidate #{position} must be a Candidate, a string or a mapping, got {type(item).__name__}"
+    )
+
+
+def as_candidates(items: Iterable[CandidateLike]) -> list[Candidate]:
+    """Normalise user input into candidates; rejects duplicates and empties with ``CandidateError``."""
+    if isinstance(items, (str, bytes)):
+        raise CandidateError("candidates must be a sequence of passages, not a single string")
+    candidates = [_to_candidate(item, i) for i, item in enumerate(items)]
+    seen: set[str] = set()
+    for candidate in candidates:
+        if candidate.id in seen:
+            raise CandidateError(f"duplicate candidate id {candidate.id!r}")
+        seen.add(candidate.id)
+    return candidates
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens spent. Cache hits cost zero."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """What one LLM question cost and produced, for audit and replay."""
+
+    prompt_ref: str
+    prompt_sha256: str
+    backend: str
+    model: str
+    usage: Usage
+    cached: bool
+    attempts: int
+    reasks: int
+    latency_s: float
+    cache_key: str
+    repairs: Mapping[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prompt_ref": self.prompt_ref,
+            "prompt_sha256": self.prompt_sha256,
+            "backend": self.backend,
+            "model": self.model,
+            "prompt_tokens": self.usage.prompt_tokens,
+            "completion_tokens": self.usage.completion_tokens,
+            "cached": self.cached,
+            "attempts": self.attempts,
+            "reasks": self.reasks,
+            "latency_s": round(self.latency_s, 6),
+            "cache_key": self.cache_key,
+            "repairs": dict(self.repairs),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RankedCandidate:
+    """A candidate at its final place. ``score`` strictly decreases with ``rank`` (1-based).
+
+    ``stage_scores`` keeps each stage's own score (LLM grade, cross-encoder logit, ...)
+    under the stage's name, so nothing a stage computed is overwritten by the next one.
+    """
+
+    candidate: Candidate
+    rank: int
+    score: float
+    stage: str
+    stage_scores: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.candidate.id
+
+    @property
+    def text(self) -> str:
+        return self.candidate.text
+
+
+@dataclass(frozen=True, slots=True)
+class StageReport:
+    """Per-stage observability inside a cascade."""
+
+    name: str
+    kept: int
+    latency_s: float
+    usage: Usage = Usage()
+    calls: int = 0
+    cost_usd: float = 0.0
+    skipped: bool = False
+    degraded_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Ranking(Sequence[RankedCandidate]):
+    """The full reordered candidate list; iterates and indexes like a list of ``RankedCandidate``.
+
+    ``degraded`` is set (with ``degraded_reason``) when a stage failed and an earlier order
+    was kept; ``repairs`` counts fixes applied to model output (dropped duplicates, ...).
+    """
+
+    query: str
+    items: tuple[RankedCandidate, ...]
+    calls: tuple[CallRecord, ...] = ()
+    degraded: bool = False
+    degraded_reason: str | None = None
+    repairs: Mapping[str, int] = field(default_factory=dict)
+    truncated: int = 0
+    stages: tuple[StageReport, ...] = ()
+
+    @overload
+    def __getitem__(self, index: int) -> RankedCandidate: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[RankedCandidate]: ...
+    def __getitem__(self, index: int | slice) -> RankedCandidate | Sequence[RankedCandidate]:
+        return self.items[index]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[RankedCandidate]:
+        return iter(self.items)
+
+    def top(self, k: int) -> list[RankedCandidate]:
+        return list(self.items[:k])
+
+    def ids(self) -> list[str]:
+        return [item.candidate.id for item in self.items]
+
+    @property
+    def usage(self) -> Usage:
+        total = Usage()
+        for call in self.calls:
+            total = total + call.usage
+        return total
+
+    @property
+    def repaired(self) -> bool:
+        return any(self.repairs.values())
+
+    def to_dict(self, *, top_k: int | None = None) -> dict[str, Any]:
+        items = self.items if top_k is None else self.items[:top_k]
+        out: dict[str, Any] = {
+            "query": self.query,
+            "ranking": [
+                {
+                    "id": item.candidate.id,
+                    "rank": item.rank,
+                    "score": item.score,
+                    "stage": item.stage,
+                    "stage_scores": dict(item.stage_scores),
+                }
+                for item in items
+            ],
+            "calls": [call.to_dict() for call in self.calls],
+            "degraded": self.degraded,
+        }
+        if self.degraded_reason:
+            out["degraded_reason"] = self.degraded_reason
+        if self.repairs:
+            out["repairs"] = dict(self.repairs)
+        if self.truncated:
+            out["truncated"] = self.truncated
+        if self.stages:
+            out["stages"] = [
+                {
+                    "name": s.name,
+                    "kept": s.kept,
+                    "latency_s": round(s.latency_s, 6),
+                    "prompt_tokens": s.usage.prompt_tokens,
+                    "completion_tokens": s.usage.completion_tokens,
+                    "calls": s.calls,
+                    "cost_usd": s.cost_usd,
+                    "skipped": s.skipped,
+                    "degraded_reason": s.degraded_reason,
+                }
+                for s in self.stages
+            ]
+        return out
+
+
+def ranking_from_scores(
+    query: str,
+    candidates: Sequence[Candidate],
+    scores: Sequence[float],
+    *,
+    stage: str,
+    calls: Sequence[CallRecord] = (),
+    repairs: Mapping[str, int] | None = None,
+    truncated: int = 0,
+) -> Ranking:
+    """Order by score (ties keep input order) and make final scores strictly decreasing."""
+    order = sorted(range(len(candidates)), key=lambda i: (-scores[i], i))
+    return ranking_from_order(
+        query,
+        [candidates[i] for i in order],
+        stage=stage,
+        stage_scores=[scores[i] for i in order],
+        calls=calls,
+        repairs=repairs,
+        truncated=truncated,
+    )
+
+
+def ranking_from_order(
+    query: str,
+    ordered: Sequence[Candidate],
+    *,
+    stage: str,
+    stage_scores: Sequence[float | None] | None = None,
+    calls: Sequence[CallRecord] = (),
+    repairs: Mapping[str, int] | None = None,
+    truncated: int = 0,
+) -> Ranking:
+    """Build a ranking from an order; final score is ``n - index`` so it strictly decreases."""
+    n = len(ordered)
+    items = []
+    for index, candidate in enumerate(ordered):
+        raw = None if stage_scores is None else stage_scores[index]
+        items.append(
+            RankedCandidate(
+                candidate=candidate,
+                rank=index + 1,
+                score=float(n - index),
+                stage=stage,
+                stage_scores={} if raw is None else {stage: float(raw)},
+            )
+        )
+    return Ranking(
+        query=query,
+        items=tuple(items),
+        calls=tuple(calls),
+        repairs=dict(repairs or {}),
+        truncated=truncated,
+    )
