@@ -1,0 +1,167 @@
+"""Content-hash response cache on disk (diskcache), safe across processes.
+
+The key is the sha256 of canonical JSON of everything that determines a reply (see
+``request_key``); values are JSON text or raw bytes, never pickles. Only validated replies
+are stored by the driver, and every hit is validated again before use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from .errors import CacheError, UserError
+
+__all__ = ["CACHE_FORMAT_VERSION", "CacheMode", "CacheNamespace", "DiskCache", "request_key"]
+
+logger = logging.getLogger("llmrerank")
+
+CACHE_FORMAT_VERSION = 1
+
+
+class CacheMode(str, Enum):
+    """``read_write`` (default), ``read_only`` (never writes), ``refresh`` (never reads,
+    overwrites), ``off`` (neither)."""
+
+    READ_WRITE = "read_write"
+    READ_ONLY = "read_only"
+    REFRESH = "refresh"
+    OFF = "off"
+
+    @property
+    def reads(self) -> bool:
+        return self in (CacheMode.READ_WRITE, CacheMode.READ_ONLY)
+
+    @property
+    def writes(self) -> bool:
+        return self in (CacheMode.READ_WRITE, CacheMode.REFRESH)
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def request_key(material: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of ``material`` plus the cache-format version.
+
+    Callers pass backend id, model, rendered messages, output schema and decoding options;
+    never credentials.
+    """
+    payload = canonical_json({"cache_format": CACHE_FORMAT_VERSION, **material})
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+@contextmanager
+def _storage_errors(action: str, directory: Path) -> Iterator[None]:
+    try:
+        yield
+    except (OSError, sqlite3.Error) as exc:
+        raise CacheError(f"response cache at {directory} could not {action}: {exc}") from exc
+
+
+class DiskCache:
+    """A directory of cached replies, shared safely by threads and processes.
+
+    ``size_limit`` bounds the store (least-recently-stored entries are evicted first).
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] = "~/.cache/llmrerank",
+        *,
+        mode: CacheMode | str = CacheMode.READ_WRITE,
+        size_limit: int = 2**30,
+    ) -> None:
+        import diskcache
+
+        try:
+            self.mode = CacheMode(mode)
+        except ValueError:
+            choices = ", ".join(m.value for m in CacheMode)
+            raise UserError(f"unknown cache mode {mode!r}; choose one of {choices}") from None
+        self.directory = Path(directory).expanduser()
+        with _storage_errors("be opened", self.directory):
+            self._store = diskcache.Cache(
+                str(self.directory), size_limit=size_limit, eviction_policy="least-recently-stored"
+            )
+
+    def namespace(self, name: str) -> CacheNamespace:
+        return CacheNamespace(self, name)
+
+    def get(self, namespace: str, key: str) -> str | bytes | None:
+        if not self.mode.reads:
+            return None
+        with _storage_errors("be read", self.directory):
+            value = self._store.get(f"{namespace}:{key}")
+        if value is None or isinstance(value, (str, bytes)):
+            return value
+        raise CacheError(f"cache entry {namespace}:{key} holds {type(value).__name__}, not JSON")
+
+    def set(self, namespace: str, key: str, value: str | bytes) -> None:
+        if not self.mode.writes:
+            return
+        with _storage_errors("be written", self.directory):
+            self._store.set(f"{namespace}:{key}", value)
+
+    def delete(self, namespace: str, key: str) -> None:
+        with _storage_errors("be written", self.directory):
+            self._store.delete(f"{namespace}:{key}")
+
+    def stats(self) -> dict[str, Any]:
+        with _storage_errors("be read", self.directory):
+            counts: dict[str, int] = {}
+            for key in self._store.iterkeys():
+                namespace = str(key).split(":", 1)[0]
+                counts[namespace] = counts.get(namespace, 0) + 1
+            return {
+                "directory": str(self.directory),
+                "mode": self.mode.value,
+                "entries": sum(counts.values()),
+                "namespaces": counts,
+                "size_bytes": int(self._store.volume()),
+            }
+
+    def clear(self, namespace: str | None = None) -> int:
+        """Remove every entry (or one namespace's); returns how many were removed."""
+        with _storage_errors("be cleared", self.directory):
+            if namespace is None:
+                return int(self._store.clear())
+            prefix = f"{namespace}:"
+            doomed = [k for k in self._store.iterkeys() if str(k).startswith(prefix)]
+            for key in doomed:
+                self._store.delete(key)
+            return len(doomed)
+
+    def close(self) -> None:
+        self._store.close()
+
+    def __enter__(self) -> DiskCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class CacheNamespace:
+    """A view of one namespace of a ``DiskCache`` (``responses``, ``embeddings``, ...)."""
+
+    def __init__(self, cache: DiskCache, name: str) -> None:
+        self.cache = cache
+        self.name = name
+
+    def get(self, key: str) -> str | bytes | None:
+        return self.cache.get(self.name, key)
+
+    def set(self, key: str, value: str | bytes) -> None:
+        self.cache.set(self.name, key, value)
+
+    def delete(self, key: str) -> None:
+        self.cache.delete(self.name, key)
