@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Union, overload
 
 from .errors import CandidateError
@@ -211,6 +211,12 @@ class Ranking(Sequence[RankedCandidate]):
 
     def top(self, k: int) -> list[RankedCandidate]:
         return list(self.items[:k])
+
+    def trimmed(self, top_k: int | None) -> Ranking:
+        """The same ranking keeping only the first ``top_k`` items (all when None)."""
+        if top_k is None or top_k >= len(self.items):
+            return self
+        return replace(self, items=self.items[:top_k])
 
     def ids(self) -> list[str]:
         return [item.candidate.id for item in self.items]

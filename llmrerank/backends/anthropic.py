@@ -1,0 +1,134 @@
+"""Anthropic's Messages API through its SDK.
+
+Structured output is a forced tool call by default (``structured_output="tool"``: the
+reply is the tool's JSON input); ``"json_schema"`` uses the API's native
+``output_config`` format; ``"prompt"`` asks for JSON in words, for servers that speak the
+Messages wire format but ignore schemas (llama.cpp's ``/v1/messages``).
+The installed SDK's ``messages.create`` has no ``temperature`` argument, so it travels in
+``extra_body``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from ..errors import UserError
+from ..types import Usage
+from ._errors import translate_sdk_error
+from .base import Backend, BackendReply, BackendRequest
+
+__all__ = ["AnthropicBackend"]
+
+_MODES = ("tool", "json_schema", "prompt")
+
+
+class AnthropicBackend(Backend):
+    provider = "anthropic"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout_s: float = 60.0,
+        structured_output: str = "tool",
+    ) -> None:
+        try:
+            import anthropic
+        except ImportError as exc:  # pragma: no cover - the SDK is a core dependency
+            raise UserError("the Anthropic backend needs `pip install anthropic`") from exc
+        if structured_output not in _MODES:
+            raise UserError(f"structured_output must be one of {_MODES}")
+        self._sdk = anthropic
+        self.model = model
+        self.base_url = base_url.rstrip("/") if base_url else None
+        if api_key is None:
+            api_key = os.environ.get("ANTHROPIC_API_KEY") if self.base_url is None else "not-needed"
+            if api_key is None:
+                raise UserError("AnthropicBackend needs ANTHROPIC_API_KEY or api_key=")
+        self.timeout_s = timeout_s
+        self.structured_output = structured_output
+        client_args: dict[str, Any] = {
+            "api_key": api_key,
+            "base_url": self.base_url,
+            "max_retries": 0,
+            "timeout": timeout_s,
+        }
+        self._client = anthropic.Anthropic(**client_args)
+        self._aclient = anthropic.AsyncAnthropic(**client_args)
+
+    def identity(self) -> dict[str, Any]:
+        identity = super().identity()
+        if self.base_url is not None:
+            identity["base_url"] = self.base_url
+        identity["structured_output"] = self.structured_output
+        return identity
+
+    def _arguments(self, request: BackendRequest) -> dict[str, Any]:
+        system = "\n\n".join(m["content"] for m in request.messages if m["role"] == "system")
+        messages = [
+            {"role": m["role"], "content": m["content"]}
+            for m in request.messages
+            if m["role"] != "system"
+        ]
+        args: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": request.max_tokens,
+            "messages": messages,
+            "extra_body": {"temperature": request.temperature},
+        }
+        if system:
+            args["system"] = system
+        if request.schema is not None:
+            name = request.schema_name or "output"
+            if self.structured_output == "tool":
+                args["tools"] = [
+                    {
+                        "name": name,
+                        "description": f"Record the {name.replace('_', ' ')}.",
+                        "input_schema": dict(request.schema),
+                    }
+                ]
+                args["tool_choice"] = {"type": "tool", "name": name}
+            elif self.structured_output == "json_schema":
+                args["output_config"] = {
+                    "format": {"type": "json_schema", "schema": dict(request.schema)}
+                }
+        return args
+
+    def _reply(self, message: Any) -> BackendReply:
+        parts: list[str] = []
+        for block in message.content:
+            if block.type == "tool_use":
+                parts.append(json.dumps(block.input))
+            elif block.type == "text":
+                parts.append(block.text)
+        usage = message.usage
+        return BackendReply(
+            text="\n".join(parts),
+            usage=Usage(
+                prompt_tokens=usage.input_tokens if usage else 0,
+                completion_tokens=usage.output_tokens if usage else 0,
+            ),
+            model=message.model or self.model,
+        )
+
+    def complete(self, request: BackendRequest) -> BackendReply:
+        try:
+            message = self._client.messages.create(**self._arguments(request))
+        except self._sdk.AnthropicError as exc:
+            raise translate_sdk_error(exc, self._sdk, self.provider) from exc
+        return self._reply(message)
+
+    async def acomplete(self, request: BackendRequest) -> BackendReply:
+        try:
+            message = await self._aclient.messages.create(**self._arguments(request))
+        except self._sdk.AnthropicError as exc:
+            raise translate_sdk_error(exc, self._sdk, self.provider) from exc
+        return self._reply(message)
+
+    def close(self) -> None:
+        self._client.close()

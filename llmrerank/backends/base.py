@@ -1,0 +1,65 @@
+"""The backend contract: one request in, one reply out; the only place SDKs are imported."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..types import Usage
+
+__all__ = ["Backend", "BackendReply", "BackendRequest", "TokenLogprob"]
+
+
+@dataclass(frozen=True, slots=True)
+class BackendRequest:
+    """A provider-neutral chat request. ``schema`` is a strict JSON schema named ``schema_name``."""
+
+    messages: Sequence[Mapping[str, str]]
+    schema_name: str | None = None
+    schema: Mapping[str, Any] | None = None
+    temperature: float = 0.0
+    max_tokens: int = 512
+    logprobs: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    token: str
+    logprob: float
+    top: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class BackendReply:
+    text: str
+    usage: Usage
+    model: str
+    logprobs: tuple[TokenLogprob, ...] | None = None
+
+
+class Backend(ABC):
+    """A model provider. Subclasses map SDK errors onto ``llmrerank.errors`` and turn
+    SDK-internal retries off: the driver's one retry policy owns transient failures."""
+
+    #: short provider id, part of every cache key ("openai", "anthropic", ...)
+    provider: str
+    model: str
+    supports_logprobs: bool = False
+
+    @abstractmethod
+    def complete(self, request: BackendRequest) -> BackendReply: ...
+
+    @abstractmethod
+    async def acomplete(self, request: BackendRequest) -> BackendReply: ...
+
+    def identity(self) -> dict[str, Any]:
+        """What, besides the request, determines a reply: part of the cache key, never secrets."""
+        return {"provider": self.provider, "model": self.model}
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.model!r})"

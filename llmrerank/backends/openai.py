@@ -1,0 +1,144 @@
+"""OpenAI chat completions, and every server that speaks that wire format.
+
+``OpenAIBackend("gpt-4o-mini")`` talks to OpenAI with ``OPENAI_API_KEY``;
+``OpenAIBackend("qwen2.5", base_url="http://127.0.0.1:8080/v1")`` talks to vLLM, Ollama,
+llama.cpp's ``llama-server`` or LM Studio, and never sends ``OPENAI_API_KEY`` there (pass
+``api_key=`` if that server wants one).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..errors import UserError
+from ..types import Usage
+from .base import Backend, BackendReply, BackendRequest, TokenLogprob
+from ._errors import translate_sdk_error
+
+__all__ = ["OpenAIBackend"]
+
+_OPENAI_HOSTS = ("https://api.openai.com",)
+
+
+class OpenAIBackend(Backend):
+    """``structured_output``: ``"json_schema"`` (native, default) or ``"prompt"`` (the
+    instructions ask for JSON and the tolerant parser reads it), for servers without schemas."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout_s: float = 60.0,
+        structured_output: str = "json_schema",
+        logprobs: bool | None = None,
+        extra_body: dict[str, Any] | None = None,
+    ) -> None:
+        try:
+            import openai
+        except ImportError as exc:  # pragma: no cover - the SDK is a core dependency
+            raise UserError("the OpenAI backend needs `pip install openai`") from exc
+        if structured_output not in ("json_schema", "prompt"):
+            raise UserError("structured_output must be 'json_schema' or 'prompt'")
+        self._sdk = openai
+        self.model = model
+        self.base_url = base_url.rstrip("/") if base_url else None
+        official = self.base_url is None or self.base_url.startswith(_OPENAI_HOSTS)
+        self.provider = "openai" if official else "openai-compatible"
+        if api_key is None:
+            api_key = os.environ.get("OPENAI_API_KEY") if official else "not-needed"
+            if api_key is None:
+                raise UserError(
+                    "OpenAIBackend needs an API key: set OPENAI_API_KEY or pass api_key=, "
+                    "or point base_url at an OpenAI-compatible server"
+                )
+        self.timeout_s = timeout_s
+        self.structured_output = structured_output
+        # Chat-completions logprobs: OpenAI and llama.cpp/vLLM return them.
+        self.supports_logprobs = True if logprobs is None else logprobs
+        self.extra_body = dict(extra_body or {})
+        client_args: dict[str, Any] = {
+            "api_key": api_key,
+            "base_url": self.base_url,
+            "max_retries": 0,
+            "timeout": timeout_s,
+        }
+        self._client = openai.OpenAI(**client_args)
+        self._aclient = openai.AsyncOpenAI(**client_args)
+
+    def identity(self) -> dict[str, Any]:
+        identity = super().identity()
+        if self.provider != "openai":
+            identity["base_url"] = self.base_url
+        identity["structured_output"] = self.structured_output
+        if self.extra_body:
+            identity["extra_body"] = self.extra_body
+        return identity
+
+    def _arguments(self, request: BackendRequest) -> dict[str, Any]:
+        args: dict[str, Any] = {
+            "model": self.model,
+            "messages": [dict(m) for m in request.messages],
+            "temperature": request.temperature,
+            "max_tokens": request.max_tokens,
+        }
+        if request.schema is not None and self.structured_output == "json_schema":
+            args["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": request.schema_name or "output",
+                    "schema": dict(request.schema),
+                    "strict": True,
+                },
+            }
+        if request.logprobs and self.supports_logprobs:
+            args["logprobs"] = True
+            args["top_logprobs"] = 10
+        if self.extra_body:
+            args["extra_body"] = self.extra_body
+        return args
+
+    def _reply(self, completion: Any) -> BackendReply:
+        if not completion.choices:
+            raise translate_sdk_error(ValueError("reply has no choices"), self._sdk, self.provider)
+        choice = completion.choices[0]
+        usage = completion.usage
+        logprobs = None
+        content = getattr(choice.logprobs, "content", None) if choice.logprobs else None
+        if content:
+            logprobs = tuple(
+                TokenLogprob(
+                    token=item.token,
+                    logprob=item.logprob,
+                    top={top.token: top.logprob for top in (item.top_logprobs or [])},
+                )
+                for item in content
+            )
+        return BackendReply(
+            text=choice.message.content or "",
+            usage=Usage(
+                prompt_tokens=usage.prompt_tokens if usage else 0,
+                completion_tokens=usage.completion_tokens if usage else 0,
+            ),
+            model=completion.model or self.model,
+            logprobs=logprobs,
+        )
+
+    def complete(self, request: BackendRequest) -> BackendReply:
+        try:
+            completion = self._client.chat.completions.create(**self._arguments(request))
+        except self._sdk.OpenAIError as exc:
+            raise translate_sdk_error(exc, self._sdk, self.provider) from exc
+        return self._reply(completion)
+
+    async def acomplete(self, request: BackendRequest) -> BackendReply:
+        try:
+            completion = await self._aclient.chat.completions.create(**self._arguments(request))
+        except self._sdk.OpenAIError as exc:
+            raise translate_sdk_error(exc, self._sdk, self.provider) from exc
+        return self._reply(completion)
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,302 @@
+"""Runs a strategy's plan: cache → backend (one retry policy) → parse → bounded re-ask.
+
+Only validated replies are cached; a hit is parsed again, so a stale or corrupt entry is a
+miss, never a wrong answer. A cache that cannot be read or written is logged and bypassed:
+the answer that was paid for is never lost to a full disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+)
+
+from .backends.base import Backend, BackendReply, BackendRequest, TokenLogprob
+from .cache import DiskCache, request_key
+from .errors import CacheError, ParseError, RateLimitError, TransientBackendError
+from .outputs import InvalidOutput, Parsed
+from .plan import Answer, LLMRequest, Outcome, Plan
+from .types import CallRecord, Usage
+
+__all__ = ["Driver", "RetryPolicy"]
+
+logger = logging.getLogger("llmrerank")
+
+_NAMESPACE = "responses"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Transient failures only: ``max_attempts`` tries in all, jittered exponential backoff
+    from ``base_s`` up to ``max_wait_s``; a 429's Retry-After is honoured up to ``max_wait_s``."""
+
+    max_attempts: int = 4
+    base_s: float = 0.5
+    max_wait_s: float = 30.0
+
+    def wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        backoff = random.uniform(0, min(self.max_wait_s, self.base_s * 2 ** (state.attempt_number - 1)))
+        if isinstance(exc, RateLimitError) and exc.retry_after is not None:
+            return min(self.max_wait_s, max(exc.retry_after, backoff))
+        return backoff
+
+    def _log(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        logger.warning("attempt %d failed (%s); retrying", state.attempt_number, exc)
+
+    def _arguments(self) -> dict[str, Any]:
+        return {
+            "retry": retry_if_exception_type(TransientBackendError),
+            "stop": stop_after_attempt(self.max_attempts),
+            "wait": self.wait,
+            "reraise": True,
+            "before_sleep": self._log,
+        }
+
+    def sync(self) -> Retrying:
+        return Retrying(**self._arguments())
+
+    def asynchronous(self) -> AsyncRetrying:
+        return AsyncRetrying(**self._arguments())
+
+
+def _reask_messages(request: LLMRequest, raw: str, problem: str) -> list[dict[str, str]]:
+    return [
+        *request.rendered.messages(),
+        {"role": "assistant", "content": raw},
+        {
+            "role": "user",
+            "content": f"That reply was invalid: {problem}. {request.output.instruction}",
+        },
+    ]
+
+
+class Driver:
+    """Answers a plan's requests. ``max_reasks`` bounds how often invalid output is sent
+    back with its validation error before ``ParseError``."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        cache: DiskCache | None = None,
+        retry: RetryPolicy | None = None,
+        max_reasks: int = 2,
+        max_concurrency: int = 8,
+        temperature: float = 0.0,
+    ) -> None:
+        self.backend = backend
+        self.cache = cache
+        self.retry = retry or RetryPolicy()
+        self.max_reasks = max_reasks
+        self.max_concurrency = max(1, max_concurrency)
+        self.temperature = temperature
+        self._cache_broken = threading.Event()
+
+    # -- keys and cache -------------------------------------------------------------
+    def _backend_request(self, request: LLMRequest, messages: Sequence[dict[str, str]]) -> BackendRequest:
+        return BackendRequest(
+            messages=messages,
+            schema_name=request.output.name,
+            schema=request.output.json_schema(),
+            temperature=self.temperature,
+            max_tokens=request.max_tokens,
+            logprobs=request.logprobs,
+        )
+
+    def key(self, request: LLMRequest) -> str:
+        return request_key(
+            {
+                "backend": self.backend.identity(),
+                "messages": request.rendered.messages(),
+                "output": request.output.cache_material(),
+                "decoding": {
+                    "temperature": self.temperature,
+                    "max_tokens": request.max_tokens,
+                    "logprobs": request.logprobs,
+                },
+            }
+        )
+
+    def _cache_get(self, key: str, request: LLMRequest) -> tuple[Parsed[Any], dict[str, Any]] | None:
+        if self.cache is None or self._cache_broken.is_set():
+            return None
+        try:
+            raw = self.cache.get(_NAMESPACE, key)
+        except CacheError as exc:
+            self._cache_broken.set()
+            logger.warning("%s; continuing without the cache", exc)
+            return None
+        if raw is None:
+            return None
+        try:
+            entry = json.loads(raw)
+            return request.output.parse(entry["text"]), entry
+        except (ValueError, KeyError, TypeError) as exc:
+            logger.warning("cache entry %s is unreadable or no longer valid (%s); asking again", key[:12], exc)
+            return None
+
+    def _cache_set(self, key: str, reply: BackendReply) -> None:
+        if self.cache is None or self._cache_broken.is_set():
+            return
+        entry: dict[str, Any] = {"text": reply.text, "model": reply.model}
+        if reply.logprobs is not None:
+            entry["logprobs"] = [[t.token, t.logprob, dict(t.top)] for t in reply.logprobs]
+        try:
+            self.cache.set(_NAMESPACE, key, json.dumps(entry, ensure_ascii=False))
+        except CacheError as exc:
+            self._cache_broken.set()
+            logger.warning("%s; the answer is kept but not cached", exc)
+
+    def _record(
+        self, request: LLMRequest, key: str, usage: Usage, *, cached: bool, attempts: int,
+        reasks: int, started: float, repairs: Any,
+    ) -> CallRecord:
+        return CallRecord(
+            prompt_ref=request.prompt.ref,
+            prompt_sha256=request.prompt.sha256,
+            backend=self.backend.provider,
+            model=self.backend.model,
+            usage=usage,
+            cached=cached,
+            attempts=attempts,
+            reasks=reasks,
+            latency_s=time.perf_counter() - started,
+            cache_key=key,
+            repairs=dict(repairs),
+        )
+
+    def _from_cache(self, request: LLMRequest, key: str, started: float) -> Answer | None:
+        hit = self._cache_get(key, request)
+        if hit is None:
+            return None
+        parsed, entry = hit
+        logprobs = None
+        if "logprobs" in entry:
+            logprobs = tuple(TokenLogprob(t, lp, top) for t, lp, top in entry["logprobs"])
+        record = self._record(
+            request, key, Usage(), cached=True, attempts=0, reasks=0, started=started, repairs=parsed.repairs
+        )
+        return Answer(parsed.value, record, parsed.repairs, logprobs)
+
+    # -- one question ---------------------------------------------------------------
+    def answer(self, request: LLMRequest) -> Answer:
+        started = time.perf_counter()
+        key = self.key(request)
+        cached = self._from_cache(request, key, started)
+        if cached is not None:
+            return cached
+        messages = request.rendered.messages()
+        usage = Usage()
+        attempts = 0
+        for reask in range(self.max_reasks + 1):
+            for attempt in self.retry.sync():
+                with attempt:
+                    attempts += 1
+                    reply = self.backend.complete(self._backend_request(request, messages))
+            usage = usage + reply.usage
+            try:
+                parsed = request.output.parse(reply.text)
+            except InvalidOutput as exc:
+                messages = self._note_invalid(request, reply, exc, reask)
+                continue
+            self._cache_set(key, reply)
+            record = self._record(
+                request, key, usage, cached=False, attempts=attempts, reasks=reask,
+                started=started, repairs=parsed.repairs,
+            )
+            return Answer(parsed.value, record, parsed.repairs, reply.logprobs)
+        raise self._parse_error(request, reply)
+
+    async def aanswer(self, request: LLMRequest) -> Answer:
+        started = time.perf_counter()
+        key = self.key(request)
+        cached = self._from_cache(request, key, started)
+        if cached is not None:
+            return cached
+        messages = request.rendered.messages()
+        usage = Usage()
+        attempts = 0
+        for reask in range(self.max_reasks + 1):
+            async for attempt in self.retry.asynchronous():
+                with attempt:
+                    attempts += 1
+                    reply = await self.backend.acomplete(self._backend_request(request, messages))
+            usage = usage + reply.usage
+            try:
+                parsed = request.output.parse(reply.text)
+            except InvalidOutput as exc:
+                messages = self._note_invalid(request, reply, exc, reask)
+                continue
+            self._cache_set(key, reply)
+            record = self._record(
+                request, key, usage, cached=False, attempts=attempts, reasks=reask,
+                started=started, repairs=parsed.repairs,
+            )
+            return Answer(parsed.value, record, parsed.repairs, reply.logprobs)
+        raise self._parse_error(request, reply)
+
+    def _note_invalid(
+        self, request: LLMRequest, reply: BackendReply, exc: InvalidOutput, reask: int
+    ) -> list[dict[str, str]]:
+        logger.info(
+            "invalid %s output (%s); re-ask %d of %d", request.output.name, exc, reask + 1, self.max_reasks
+        )
+        return _reask_messages(request, reply.text, str(exc))
+
+    def _parse_error(self, request: LLMRequest, reply: BackendReply) -> ParseError:
+        return ParseError(
+            f"{self.backend.model} gave no valid {request.output.name} for {request.prompt.ref} "
+            f"after {self.max_reasks} re-asks; last reply: {reply.text[:200]!r}",
+            raw=reply.text,
+            attempts=self.max_reasks + 1,
+        )
+
+    # -- whole plans ----------------------------------------------------------------
+    def run(self, plan: Plan) -> tuple[Outcome, list[CallRecord]]:
+        records: list[CallRecord] = []
+        with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
+            try:
+                batch = next(plan)
+                while True:
+                    if len(batch) == 1:
+                        answers = [self.answer(batch[0])]
+                    else:
+                        answers = list(pool.map(self.answer, batch))
+                    records += [a.record for a in answers]
+                    batch = plan.send(answers)
+            except StopIteration as stop:
+                return stop.value, records
+
+    async def arun(self, plan: Plan) -> tuple[Outcome, list[CallRecord]]:
+        records: list[CallRecord] = []
+        semaphore = asyncio.Semaphore(self.max_concurrency)
+
+        async def bounded(request: LLMRequest) -> Answer:
+            async with semaphore:
+                return await self.aanswer(request)
+
+        try:
+            batch = next(plan)
+            while True:
+                answers = list(await asyncio.gather(*(bounded(r) for r in batch)))
+                records += [a.record for a in answers]
+                batch = plan.send(answers)
+        except StopIteration as stop:
+            return stop.value, records

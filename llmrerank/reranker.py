@@ -1,0 +1,141 @@
+"""``LLMReranker``: a strategy, a versioned prompt, a rubric and a backend behind one verb."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from .backends.base import Backend
+from .cache import DiskCache
+from .driver import Driver, RetryPolicy
+from .errors import UserError
+from .plan import Outcome
+from .prompts import Prompt, PromptLibrary
+from .rubrics import DEFAULT_RUBRIC, Rubric
+from .strategies import Strategy, make_strategy
+from .strategies.base import PassageBudget, PlanContext
+from .types import CallRecord, Candidate, CandidateLike, Ranking, as_candidates, ranking_from_order
+
+__all__ = ["LLMReranker"]
+
+logger = logging.getLogger("llmrerank")
+
+
+def _merge_repairs(outcome: Outcome, calls: Sequence[CallRecord]) -> dict[str, int]:
+    repairs = dict(outcome.repairs)
+    for call in calls:
+        for name, count in call.repairs.items():
+            repairs[name] = repairs.get(name, 0) + count
+    return repairs
+
+
+class LLMReranker:
+    """Rerank with an LLM::
+
+        reranker = LLMReranker(OpenAIBackend("gpt-4o-mini"), strategy="listwise",
+                               prompt="listwise/rankgpt@1", rubric=Rubric.load("kb.yaml"),
+                               cache=DiskCache("~/.cache/llmrerank"))
+        ranking = reranker.rerank("what causes memory leaks?", passages, top_k=5)
+
+    ``strategy`` is a name (``pointwise``, ``listwise``, ``pairwise``, ``setwise``) or a
+    configured ``Strategy``; ``prompt`` defaults to the strategy's newest prompt.
+    """
+
+    is_llm = True
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        strategy: str | Strategy = "pointwise",
+        prompt: str | Prompt | None = None,
+        rubric: Rubric | None = None,
+        cache: DiskCache | None = None,
+        max_concurrency: int = 8,
+        max_reasks: int = 2,
+        retry: RetryPolicy | None = None,
+        max_words: int | None = 300,
+        temperature: float = 0.0,
+        prompt_dirs: Sequence[str] = (),
+        variables: dict[str, Any] | None = None,
+        name: str = "llm",
+    ) -> None:
+        self.backend = backend
+        self.strategy = make_strategy(strategy) if isinstance(strategy, str) else strategy
+        if isinstance(prompt, Prompt):
+            self.prompt = prompt
+        else:
+            self.prompt = PromptLibrary(prompt_dirs).load(prompt or self.strategy.default_prompt)
+        self.strategy.check_prompt(self.prompt)
+        self.rubric = rubric or DEFAULT_RUBRIC
+        self.budget = PassageBudget(max_words)
+        self.variables = tuple((variables or {}).items())
+        self.name = name
+        self.driver = Driver(
+            backend,
+            cache=cache,
+            retry=retry,
+            max_reasks=max_reasks,
+            max_concurrency=max_concurrency,
+            temperature=temperature,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"LLMReranker({self.backend!r}, strategy={self.strategy.name!r}, "
+            f"prompt={self.prompt.ref!r}, rubric={self.rubric.name!r})"
+        )
+
+    def estimate_calls(self, n_candidates: int, top_k: int | None = None) -> int:
+        return self.strategy.estimate_calls(n_candidates, top_k)
+
+    def _context(self, query: str, candidates: list[Candidate], top_k: int | None) -> PlanContext:
+        if not isinstance(query, str) or not query.strip():
+            raise UserError("query must be a non-empty string")
+        if top_k is not None and top_k < 1:
+            raise UserError(f"top_k must be at least 1, got {top_k}")
+        return PlanContext(
+            query=query,
+            candidates=candidates,
+            prompt=self.prompt,
+            rubric=self.rubric,
+            budget=self.budget,
+            top_k=top_k,
+            variables=self.variables,
+        )
+
+    def _ranking(
+        self, query: str, candidates: list[Candidate], outcome: Outcome, calls: list[CallRecord],
+        top_k: int | None,
+    ) -> Ranking:
+        ordered = [candidates[i] for i in outcome.order]
+        scores = [outcome.scores.get(i) for i in outcome.order]
+        ranking = ranking_from_order(
+            query,
+            ordered,
+            stage=self.name,
+            stage_scores=scores,
+            calls=calls,
+            repairs=_merge_repairs(outcome, calls),
+            truncated=outcome.truncated,
+        )
+        if ranking.repaired:
+            logger.info("%s: model output was repaired: %s", self.name, dict(ranking.repairs))
+        return ranking.trimmed(top_k)
+
+    def rerank(
+        self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None
+    ) -> Ranking:
+        items = as_candidates(candidates)
+        context = self._context(query, items, top_k)
+        outcome, calls = self.driver.run(self.strategy.plan(context))
+        return self._ranking(query, items, outcome, calls, top_k)
+
+    async def arerank(
+        self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None
+    ) -> Ranking:
+        items = as_candidates(candidates)
+        context = self._context(query, items, top_k)
+        outcome, calls = await self.driver.arun(self.strategy.plan(context))
+        return self._ranking(query, items, outcome, calls, top_k)
