@@ -51,7 +51,9 @@ class RetryPolicy:
 
     def wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        backoff = random.uniform(0, min(self.max_wait_s, self.base_s * 2 ** (state.attempt_number - 1)))
+        backoff = random.uniform(
+            0, min(self.max_wait_s, self.base_s * 2 ** (state.attempt_number - 1))
+        )
         if isinstance(exc, RateLimitError) and exc.retry_after is not None:
             return min(self.max_wait_s, max(exc.retry_after, backoff))
         return backoff
@@ -110,7 +112,9 @@ class Driver:
         self._cache_broken = threading.Event()
 
     # -- keys and cache -------------------------------------------------------------
-    def _backend_request(self, request: LLMRequest, messages: Sequence[dict[str, str]]) -> BackendRequest:
+    def _backend_request(
+        self, request: LLMRequest, messages: Sequence[dict[str, str]]
+    ) -> BackendRequest:
         return BackendRequest(
             messages=messages,
             schema_name=request.output.name,
@@ -134,7 +138,9 @@ class Driver:
             }
         )
 
-    def _cache_get(self, key: str, request: LLMRequest) -> tuple[Parsed[Any], dict[str, Any]] | None:
+    def _cache_get(
+        self, key: str, request: LLMRequest
+    ) -> tuple[Parsed[Any], dict[str, Any]] | None:
         if self.cache is None or self._cache_broken.is_set():
             return None
         try:
@@ -149,7 +155,9 @@ class Driver:
             entry = json.loads(raw)
             return request.output.parse(entry["text"]), entry
         except (ValueError, KeyError, TypeError) as exc:
-            logger.warning("cache entry %s is unreadable or no longer valid (%s); asking again", key[:12], exc)
+            logger.warning(
+                "cache entry %s is unreadable or no longer valid (%s); asking again", key[:12], exc
+            )
             return None
 
     def _cache_set(self, key: str, reply: BackendReply) -> None:
@@ -165,8 +173,16 @@ class Driver:
             logger.warning("%s; the answer is kept but not cached", exc)
 
     def _record(
-        self, request: LLMRequest, key: str, usage: Usage, *, cached: bool, attempts: int,
-        reasks: int, started: float, repairs: Any,
+        self,
+        request: LLMRequest,
+        key: str,
+        usage: Usage,
+        *,
+        cached: bool,
+        attempts: int,
+        reasks: int,
+        started: float,
+        repairs: Any,
     ) -> CallRecord:
         return CallRecord(
             prompt_ref=request.prompt.ref,
@@ -191,7 +207,14 @@ class Driver:
         if "logprobs" in entry:
             logprobs = tuple(TokenLogprob(t, lp, top) for t, lp, top in entry["logprobs"])
         record = self._record(
-            request, key, Usage(), cached=True, attempts=0, reasks=0, started=started, repairs=parsed.repairs
+            request,
+            key,
+            Usage(),
+            cached=True,
+            attempts=0,
+            reasks=0,
+            started=started,
+            repairs=parsed.repairs,
         )
         return Answer(parsed.value, record, parsed.repairs, logprobs)
 
@@ -218,8 +241,14 @@ class Driver:
                 continue
             self._cache_set(key, reply)
             record = self._record(
-                request, key, usage, cached=False, attempts=attempts, reasks=reask,
-                started=started, repairs=parsed.repairs,
+                request,
+                key,
+                usage,
+                cached=False,
+                attempts=attempts,
+                reasks=reask,
+                started=started,
+                repairs=parsed.repairs,
             )
             return Answer(parsed.value, record, parsed.repairs, reply.logprobs)
         raise self._parse_error(request, reply)
@@ -246,8 +275,14 @@ class Driver:
                 continue
             self._cache_set(key, reply)
             record = self._record(
-                request, key, usage, cached=False, attempts=attempts, reasks=reask,
-                started=started, repairs=parsed.repairs,
+                request,
+                key,
+                usage,
+                cached=False,
+                attempts=attempts,
+                reasks=reask,
+                started=started,
+                repairs=parsed.repairs,
             )
             return Answer(parsed.value, record, parsed.repairs, reply.logprobs)
         raise self._parse_error(request, reply)
@@ -256,7 +291,11 @@ class Driver:
         self, request: LLMRequest, reply: BackendReply, exc: InvalidOutput, reask: int
     ) -> list[dict[str, str]]:
         logger.info(
-            "invalid %s output (%s); re-ask %d of %d", request.output.name, exc, reask + 1, self.max_reasks
+            "invalid %s output (%s); re-ask %d of %d",
+            request.output.name,
+            exc,
+            reask + 1,
+            self.max_reasks,
         )
         return _reask_messages(request, reply.text, str(exc))
 

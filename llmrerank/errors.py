@@ -1,20 +1,20 @@
 """The exception tree. Every error llmrerank raises is an ``LLMRerankError``::
 
-    LLMRerankError
-    ├── UserError                 bad input or configuration; fix the call, do not retry
-    │   ├── CandidateError        empty/duplicate ids, empty or non-string text
-    │   ├── PromptError           unknown prompt ref, missing variable, changed released version
-    │   ├── RubricError           malformed rubric file or scale
-    │   └── BudgetError           a plan would exceed a configured call or cost bound
-    ├── BackendError              the model provider failed
-    │   ├── TransientBackendError retried by the driver: timeouts, 429, 5xx, connection
-    │   │   ├── RateLimitError    429 (carries ``retry_after`` seconds when the server sent it)
-    │   │   └── BackendTimeoutError
-    │   └── TerminalBackendError  400/401/403/404 and friends: raised at once
-    ├── ParseError                the model's output stayed invalid after every re-ask
-    ├── CacheError                the response cache is unusable (full disk, corrupt store)
-    ├── StageTimeoutError         a cascade stage ran over its time budget
-    └── LocalServerError          the managed llama.cpp server failed to start or died
+LLMRerankError
+├── UserError                 bad input or configuration; fix the call, do not retry
+│   ├── CandidateError        empty/duplicate ids, empty or non-string text
+│   ├── PromptError           unknown prompt ref, missing variable, changed released version
+│   ├── RubricError           malformed rubric file or scale
+│   └── BudgetError           a plan would exceed a configured call or cost bound
+├── BackendError              the model provider failed
+│   ├── TransientBackendError retried by the driver: timeouts, 429, 5xx, connection
+│   │   ├── RateLimitError    429 (carries ``retry_after`` seconds when the server sent it)
+│   │   └── BackendTimeoutError
+│   └── TerminalBackendError  400/401/403/404 and friends: raised at once
+├── ParseError                the model's output stayed invalid after every re-ask
+├── CacheError                the response cache is unusable (full disk, corrupt store)
+├── StageTimeoutError         a cascade stage ran over its time budget
+└── LocalServerError          the managed llama.cpp server failed to start or died
 """
 
 from __future__ import annotations

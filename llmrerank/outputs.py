@@ -69,7 +69,8 @@ def _validate(model: type[BaseModel], text: str) -> Any:
         return model.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'reply'}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or 'reply'}: {err['msg']}"
+            for err in exc.errors()
         )
         raise InvalidOutput(problems) from None
 
@@ -187,13 +188,15 @@ class PermutationOutput(OutputSpec[list[int]]):
                 seen.add(index)
                 order.append(index)
         if not order:
-            raise InvalidOutput(
-                f"the ranking names none of the passage identifiers {self.labels}"
-            )
+            raise InvalidOutput(f"the ranking names none of the passage identifiers {self.labels}")
         missing = [i for i in range(len(self.labels)) if i not in seen]
         repairs = {
             name: count
-            for name, count in (("duplicates", duplicates), ("unknown", unknown), ("missing", len(missing)))
+            for name, count in (
+                ("duplicates", duplicates),
+                ("unknown", unknown),
+                ("missing", len(missing)),
+            )
             if count
         }
         return Parsed(order + missing, repairs)
@@ -229,9 +232,7 @@ class BestChoice(OutputSpec[int]):
 
     def __init__(self, labels: Sequence[str]) -> None:
         self.labels = list(labels)
-        self.instruction = (
-            f'Reply with JSON only: {{"best": L}} where L is one of {self.labels}.'
-        )
+        self.instruction = f'Reply with JSON only: {{"best": L}} where L is one of {self.labels}.'
 
     def json_schema(self) -> dict[str, Any]:
         return _object_schema({"best": {"type": "string", "enum": self.labels}})

@@ -40,6 +40,7 @@ __all__ = [
     "escape_passage",
     "list_prompts",
     "load_prompt",
+    "release_prompts",
 ]
 
 LOCK_FILE = "prompts.lock"
@@ -65,7 +66,9 @@ class PromptRef:
     def parse(cls, text: str) -> PromptRef:
         match = _REF.match(text.strip())
         if not match:
-            raise PromptError(f"bad prompt ref {text!r}; expected 'family/name@N' or 'family/name@latest'")
+            raise PromptError(
+                f"bad prompt ref {text!r}; expected 'family/name@N' or 'family/name@latest'"
+            )
         version = match["version"]
         return cls(
             match["family"],
@@ -233,7 +236,8 @@ class PromptLibrary:
         if locked is not None and locked != sha:
             raise PromptError(
                 f"released prompt {concrete} was edited ({path}: sha256 {sha[:12]}, "
-                f"lock says {locked[:12]}); released versions are immutable, add v{max(versions) + 1}"
+                f"lock says {locked[:12]}); released versions are immutable: "
+                f"add v{max(versions) + 1} instead"
             )
         text = raw.decode("utf-8")
         meta, body = _split_front_matter(text, path)
@@ -290,3 +294,17 @@ def load_prompt(ref: str, *, search_path: Iterable[str | os.PathLike[str]] = ())
 
 def list_prompts(*, search_path: Iterable[str | os.PathLike[str]] = ()) -> list[Prompt]:
     return PromptLibrary(list(search_path)).list()
+
+
+def release_prompts(root: Path) -> list[str]:
+    """Add every version under ``root`` that the lock lacks; returns the refs released."""
+    lock = read_lock(root)
+    added = []
+    for file in sorted(root.glob("*/*/v*.jinja")):
+        ref = f"{file.parent.parent.name}/{file.parent.name}@{file.stem[1:]}"
+        if ref not in lock:
+            lock[ref] = file_sha256(file)
+            added.append(ref)
+    if added:
+        (root / LOCK_FILE).write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n", "utf-8")
+    return added

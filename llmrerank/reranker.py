@@ -106,7 +106,11 @@ class LLMReranker:
         )
 
     def _ranking(
-        self, query: str, candidates: list[Candidate], outcome: Outcome, calls: list[CallRecord],
+        self,
+        query: str,
+        candidates: list[Candidate],
+        outcome: Outcome,
+        calls: list[CallRecord],
         top_k: int | None,
     ) -> Ranking:
         ordered = [candidates[i] for i in outcome.order]

@@ -96,7 +96,15 @@ DEFAULT_RUBRIC = Rubric(
     scale=(
         Grade(grade=0, label="irrelevant", meaning="Has nothing to do with the query."),
         Grade(grade=1, label="related", meaning="On the topic but does not answer the query."),
-        Grade(grade=2, label="highly relevant", meaning="Partly answers the query or answers it unclearly."),
-        Grade(grade=3, label="perfectly relevant", meaning="Dedicated to the query and answers it fully."),
+        Grade(
+            grade=2,
+            label="highly relevant",
+            meaning="Partly answers the query or answers it unclearly.",
+        ),
+        Grade(
+            grade=3,
+            label="perfectly relevant",
+            meaning="Dedicated to the query and answers it fully.",
+        ),
     ),
 )

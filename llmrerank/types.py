@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Union, overload
+from typing import Any, overload
 
 from .errors import CandidateError
 
@@ -51,7 +51,7 @@ class Candidate:
         return cls(id=f"t{digest}", text=text)
 
 
-CandidateLike = Union[Candidate, str, Mapping[str, Any]]
+CandidateLike = Candidate | str | Mapping[str, Any]
 
 
 def _to_candidate(item: object, position: int) -> Candidate:
@@ -63,7 +63,9 @@ def _to_candidate(item: object, position: int) -> Candidate:
         known = {"id", "text", "metadata", "score"}
         extra = set(item) - known
         if "id" not in item or "text" not in item:
-            raise CandidateError(f"candidate #{position} needs 'id' and 'text' keys, got {sorted(item)}")
+            raise CandidateError(
+                f"candidate #{position} needs 'id' and 'text' keys, got {sorted(item)}"
+            )
         metadata = dict(item.get("metadata") or {})
         metadata.update({k: item[k] for k in extra})
         score = item.get("score")
@@ -74,12 +76,13 @@ def _to_candidate(item: object, position: int) -> Candidate:
             score=None if score is None else float(score),
         )
     raise CandidateError(
-        f"candidate #{position} must be a Candidate, a string or a mapping, got {type(item).__name__}"
+        f"candidate #{position} must be a Candidate, a string or a mapping, "
+        f"got {type(item).__name__}"
     )
 
 
 def as_candidates(items: Iterable[CandidateLike]) -> list[Candidate]:
-    """Normalise user input into candidates; rejects duplicates and empties with ``CandidateError``."""
+    """Normalise user input into candidates; duplicates and empties raise ``CandidateError``."""
     if isinstance(items, (str, bytes)):
         raise CandidateError("candidates must be a sequence of passages, not a single string")
     candidates = [_to_candidate(item, i) for i, item in enumerate(items)]

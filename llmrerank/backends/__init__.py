@@ -29,7 +29,9 @@ def make_backend(spec: str, *, base_url: str | None = None, **options: Any) -> B
     """Build a backend from ``provider:model``."""
     provider, sep, model = spec.partition(":")
     if not sep:
-        raise UserError(f"model {spec!r} must look like 'openai:MODEL', 'anthropic:MODEL' or 'local:'")
+        raise UserError(
+            f"model {spec!r} must look like 'openai:MODEL', 'anthropic:MODEL' or 'local:'"
+        )
     if provider == "openai":
         return OpenAIBackend(model, base_url=base_url, **options)
     if provider == "anthropic":

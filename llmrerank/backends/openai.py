@@ -13,8 +13,8 @@ from typing import Any
 
 from ..errors import UserError
 from ..types import Usage
-from .base import Backend, BackendReply, BackendRequest, TokenLogprob
 from ._errors import translate_sdk_error
+from .base import Backend, BackendReply, BackendRequest, TokenLogprob
 
 __all__ = ["OpenAIBackend"]
 

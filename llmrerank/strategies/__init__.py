@@ -8,7 +8,14 @@ from ..errors import UserError
 from .base import PassageBudget, PlanContext, Strategy
 from .pointwise import Pointwise
 
-__all__ = ["PassageBudget", "PlanContext", "Pointwise", "Strategy", "make_strategy", "strategy_names"]
+__all__ = [
+    "PassageBudget",
+    "PlanContext",
+    "Pointwise",
+    "Strategy",
+    "make_strategy",
+    "strategy_names",
+]
 
 _STRATEGIES: dict[str, type[Strategy]] = {"pointwise": Pointwise}
 
@@ -22,5 +29,7 @@ def make_strategy(name: str, **options: Any) -> Strategy:
     try:
         cls = _STRATEGIES[name]
     except KeyError:
-        raise UserError(f"unknown strategy {name!r}; choose one of {', '.join(strategy_names())}") from None
+        raise UserError(
+            f"unknown strategy {name!r}; choose one of {', '.join(strategy_names())}"
+        ) from None
     return cls(**options)
