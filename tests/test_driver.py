@@ -1,0 +1,157 @@
+"""The driver's contract, with a scripted in-memory backend (SDK wire tests: test_backends.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from llmrerank import (
+    DiskCache,
+    LLMReranker,
+    ParseError,
+    RateLimitError,
+    TerminalBackendError,
+    TransientBackendError,
+)
+from llmrerank.backends.base import Backend, BackendReply, BackendRequest
+from llmrerank.driver import RetryPolicy
+from llmrerank.types import Usage
+
+FAST = RetryPolicy(max_attempts=3, base_s=0.001, max_wait_s=0.01)
+
+
+class Scripted(Backend):
+    provider = "scripted"
+
+    def __init__(self, *outcomes: str | Exception) -> None:
+        self.model = "scripted-1"
+        self._outcomes: Iterator[str | Exception] = iter(outcomes)
+        self.requests: list[BackendRequest] = []
+
+    def complete(self, request: BackendRequest) -> BackendReply:
+        self.requests.append(request)
+        outcome = next(self._outcomes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return BackendReply(text=outcome, usage=Usage(10, 2), model=self.model)
+
+    async def acomplete(self, request: BackendRequest) -> BackendReply:
+        return self.complete(request)
+
+
+def reranker(backend: Backend, **options: object) -> LLMReranker:
+    return LLMReranker(backend, strategy="pointwise", retry=FAST, **options)  # type: ignore[arg-type]
+
+
+def test_invalid_output_is_reasked_with_the_error_then_accepted() -> None:
+    backend = Scripted("relevant!", '{"grade": 9}', '{"grade": 2}')
+    ranking = reranker(backend).rerank("q", ["only passage"])
+    (call,) = ranking.calls
+    assert (call.reasks, call.attempts, call.usage.prompt_tokens) == (2, 3, 30)
+    reask = backend.requests[2].messages
+    assert reask[-2] == {"role": "assistant", "content": '{"grade": 9}'}
+    assert "not on the scale [0, 1, 2, 3]" in reask[-1]["content"]
+    assert ranking[0].stage_scores == {"llm": 2.0}
+
+
+def test_output_that_stays_invalid_raises_parse_error_with_the_raw_text() -> None:
+    backend = Scripted("no", "still no", "never")
+    with pytest.raises(ParseError, match="after 2 re-asks") as info:
+        reranker(backend).rerank("q", ["p"])
+    assert info.value.raw == "never"
+    assert info.value.attempts == 3
+
+
+def test_transient_errors_are_retried_within_the_bound() -> None:
+    backend = Scripted(RateLimitError("slow down", retry_after=0.0), '{"grade": 1}')
+    (call,) = reranker(backend).rerank("q", ["p"]).calls
+    assert call.attempts == 2
+    backend = Scripted(*(TransientBackendError("503") for _ in range(3)))
+    with pytest.raises(TransientBackendError):
+        reranker(backend).rerank("q", ["p"])
+    assert len(backend.requests) == 3
+
+
+def test_terminal_errors_raise_at_once() -> None:
+    backend = Scripted(TerminalBackendError("HTTP 401: bad key", status_code=401))
+    with pytest.raises(TerminalBackendError, match="bad key"):
+        reranker(backend).rerank("q", ["p"])
+    assert len(backend.requests) == 1
+
+
+def test_retry_after_is_honoured_and_bounded() -> None:
+    policy = RetryPolicy(max_wait_s=5)
+
+    class State:
+        attempt_number = 1
+
+        class outcome:
+            @staticmethod
+            def exception() -> Exception:
+                return RateLimitError("429", retry_after=3.0)
+
+    assert policy.wait(State()) == 3.0  # type: ignore[arg-type]
+    State.outcome.exception = staticmethod(lambda: RateLimitError("429", retry_after=60))  # type: ignore[method-assign]
+    assert policy.wait(State()) == 5  # type: ignore[arg-type]
+
+
+def test_cache_hits_are_free_and_revalidated(tmp_path: Path) -> None:
+    cache = DiskCache(tmp_path)
+    first = reranker(Scripted('{"grade": 3}', '{"grade": 0}'), cache=cache).rerank("q", ["a", "b"])
+    assert not any(c.cached for c in first.calls)
+    again = reranker(Scripted(), cache=cache).rerank("q", ["a", "b"])
+    assert all(c.cached for c in again.calls)
+    assert again.usage == Usage(0, 0)
+    assert again.ids() == first.ids()
+
+    # an entry that no longer validates is a miss, not an answer
+    key = first.calls[0].cache_key
+    cache.set("responses", key, '{"text": "{\\"grade\\": 99}"}')
+    backend = Scripted('{"grade": 3}')
+    third = reranker(backend, cache=cache).rerank("q", ["a", "b"])
+    assert [c.cached for c in third.calls] == [False, True]
+    assert len(backend.requests) == 1
+
+
+def test_a_changed_prompt_version_or_model_misses_the_cache(tmp_path: Path) -> None:
+    cache = DiskCache(tmp_path)
+    reranker(Scripted('{"grade": 3}'), cache=cache).rerank("q", ["a"])
+    other = Scripted('{"grade": 3}')
+    other.model = "scripted-2"
+    (call,) = reranker(other, cache=cache).rerank("q", ["a"]).calls
+    assert not call.cached
+
+
+def test_a_broken_cache_loses_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cache = DiskCache(tmp_path)
+    cache.close()
+    (tmp_path / "cache.db").unlink()
+    (tmp_path / "cache.db").mkdir()  # the store is now unusable
+    ranking = reranker(Scripted('{"grade": 2}'), cache=cache).rerank("q", ["a"])
+    assert ranking[0].stage_scores == {"llm": 2.0}
+    assert "continuing without the cache" in caplog.text or "not cached" in caplog.text
+
+
+def test_async_runs_a_step_concurrently_under_the_limit() -> None:
+    class Slow(Scripted):
+        def __init__(self) -> None:
+            super().__init__()
+            self.active = self.peak = 0
+
+        async def acomplete(self, request: BackendRequest) -> BackendReply:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+            await asyncio.sleep(0.01)
+            self.active -= 1
+            grade = len(request.messages[1]["content"]) % 4
+            return BackendReply(text=f'{{"grade": {grade}}}', usage=Usage(1, 1), model="m")
+
+    backend = Slow()
+    passages = [f"passage {'x' * i}" for i in range(12)]
+    ranking = asyncio.run(reranker(backend, max_concurrency=3).arerank("q", passages, top_k=5))
+    assert backend.peak == 3
+    assert len(ranking) == 5
+    assert len(ranking.calls) == 12

@@ -1,0 +1,53 @@
+from itertools import pairwise
+
+import pytest
+
+import llmrerank
+from llmrerank import Candidate, CandidateError
+from llmrerank.types import as_candidates, ranking_from_scores
+
+
+def test_public_names_are_sorted_and_importable() -> None:
+    names = llmrerank.__all__
+    # isort-style, as ruff keeps it: CONSTANTS, then Classes, then functions
+    assert list(names) == sorted(names, key=lambda n: (not n.isupper(), not n[0].isupper(), n))
+    for name in names:
+        assert hasattr(llmrerank, name), name
+
+
+def test_strings_get_stable_ids_and_mappings_keep_extras() -> None:
+    first = as_candidates(["alpha", {"id": "d7", "text": "beta", "score": 3.5, "url": "u"}])
+    again = as_candidates(["alpha"])
+    assert first[0].id == again[0].id
+    assert first[1].score == 3.5
+    assert first[1].metadata == {"url": "u"}
+
+
+@pytest.mark.parametrize(
+    ("items", "message"),
+    [
+        ([Candidate("a", "x"), Candidate("a", "y")], "duplicate candidate id 'a'"),
+        (["same", "same"], "duplicate candidate id"),
+        ([{"id": "a", "text": "   "}], "text is empty"),
+        ([{"id": "a", "text": 5}], "must be a string"),
+        ([{"text": "no id"}], "needs 'id' and 'text'"),
+        ([3.0], "must be a Candidate"),
+        ("a string", "not a single string"),
+        ([{"id": "", "text": "t"}], "non-empty string"),
+    ],
+)
+def test_bad_candidates_are_user_errors(items: object, message: str) -> None:
+    with pytest.raises(CandidateError, match=message):
+        as_candidates(items)  # type: ignore[arg-type]
+
+
+def test_ranking_scores_strictly_decrease_and_ties_keep_input_order() -> None:
+    candidates = as_candidates([{"id": c, "text": c} for c in "abcd"])
+    ranking = ranking_from_scores("q", candidates, [1.0, 3.0, 1.0, 3.0], stage="s")
+    assert ranking.ids() == ["b", "d", "a", "c"]
+    scores = [item.score for item in ranking]
+    assert all(x > y for x, y in pairwise(scores))
+    assert ranking[0].stage_scores == {"s": 3.0}
+    assert [r.rank for r in ranking] == [1, 2, 3, 4]
+    assert len(ranking.trimmed(2)) == 2
+    assert ranking.top(1)[0].id == "b"
