@@ -331,11 +331,12 @@ class Driver:
             async with semaphore:
                 return await self.aanswer(request)
 
-        try:
-            batch = next(plan)
-            while True:
-                answers = list(await asyncio.gather(*(bounded(r) for r in batch)))
-                records += [a.record for a in answers]
-                batch = plan.send(answers)
-        except StopIteration as stop:
-            return stop.value, records
+        async with self.backend.connected():
+            try:
+                batch = next(plan)
+                while True:
+                    answers = list(await asyncio.gather(*(bounded(r) for r in batch)))
+                    records += [a.record for a in answers]
+                    batch = plan.send(answers)
+            except StopIteration as stop:
+                return stop.value, records

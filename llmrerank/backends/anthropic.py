@@ -58,7 +58,7 @@ class AnthropicBackend(Backend):
             "timeout": timeout_s,
         }
         self._client = anthropic.Anthropic(**client_args)
-        self._aclient = anthropic.AsyncAnthropic(**client_args)
+        self._client_args = client_args
 
     def identity(self) -> dict[str, Any]:
         identity = super().identity()
@@ -125,10 +125,13 @@ class AnthropicBackend(Backend):
 
     async def acomplete(self, request: BackendRequest) -> BackendReply:
         try:
-            message = await self._aclient.messages.create(**self._arguments(request))
+            message = await self.async_client().messages.create(**self._arguments(request))
         except self._sdk.AnthropicError as exc:
             raise translate_sdk_error(exc, self._sdk, self.provider) from exc
         return self._reply(message)
+
+    def _new_async_client(self) -> Any:
+        return self._sdk.AsyncAnthropic(**self._client_args)
 
     def close(self) -> None:
         self._client.close()

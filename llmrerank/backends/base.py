@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,11 +49,40 @@ class Backend(ABC):
     model: str
     supports_logprobs: bool = False
 
+    _async_client: Any = None
+    _async_users: int = 0
+
     @abstractmethod
     def complete(self, request: BackendRequest) -> BackendReply: ...
 
     @abstractmethod
     async def acomplete(self, request: BackendRequest) -> BackendReply: ...
+
+    def _new_async_client(self) -> Any:
+        """An SDK async client; made lazily because it belongs to one event loop."""
+        raise NotImplementedError
+
+    def async_client(self) -> Any:
+        if self._async_client is None:
+            self._async_client = self._new_async_client()
+        return self._async_client
+
+    @asynccontextmanager
+    async def connected(self) -> AsyncIterator[None]:
+        """Hold the async connection pool open; the last user to leave closes it, so no
+        socket outlives the event loop that opened it."""
+        self._async_users += 1
+        try:
+            yield
+        finally:
+            self._async_users -= 1
+            if self._async_users == 0:
+                await self.aclose()
+
+    async def aclose(self) -> None:
+        client, self._async_client = self._async_client, None
+        if client is not None:
+            await client.close()
 
     def identity(self) -> dict[str, Any]:
         """What, besides the request, determines a reply: part of the cache key, never secrets."""

@@ -66,7 +66,7 @@ class OpenAIBackend(Backend):
             "timeout": timeout_s,
         }
         self._client = openai.OpenAI(**client_args)
-        self._aclient = openai.AsyncOpenAI(**client_args)
+        self._client_args = client_args
 
     def identity(self) -> dict[str, Any]:
         identity = super().identity()
@@ -135,10 +135,15 @@ class OpenAIBackend(Backend):
 
     async def acomplete(self, request: BackendRequest) -> BackendReply:
         try:
-            completion = await self._aclient.chat.completions.create(**self._arguments(request))
+            completion = await self.async_client().chat.completions.create(
+                **self._arguments(request)
+            )
         except self._sdk.OpenAIError as exc:
             raise translate_sdk_error(exc, self._sdk, self.provider) from exc
         return self._reply(completion)
+
+    def _new_async_client(self) -> Any:
+        return self._sdk.AsyncOpenAI(**self._client_args)
 
     def close(self) -> None:
         self._client.close()
