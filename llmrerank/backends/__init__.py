@@ -3,6 +3,7 @@
 * ``openai:MODEL`` (with ``base_url=`` for any OpenAI-compatible server)
 * ``anthropic:MODEL``
 * ``local:`` or ``local:PATH.gguf``: a llama.cpp server started and managed by llmrerank
+* ``sim:dl19`` or ``sim:dl19@0.1``: a simulated judge answering from TREC qrels (tests, benchmarks)
 """
 
 from __future__ import annotations
@@ -40,4 +41,10 @@ def make_backend(spec: str, *, base_url: str | None = None, **options: Any) -> B
         from .local import LocalBackend
 
         return LocalBackend(model, **options)
-    raise UserError(f"unknown provider {provider!r} in {spec!r}; use openai, anthropic or local")
+    if provider == "sim":
+        from ..testing.sim import SimulatedBackend
+
+        return SimulatedBackend(model, **options)
+    raise UserError(
+        f"unknown provider {provider!r} in {spec!r}; use openai, anthropic, local or sim"
+    )
