@@ -11,8 +11,10 @@ PASSAGES = [p for _, p in LABELS]
 
 
 def rerank(judge: SimulatedJudge, strategy: str) -> list[str]:
-    with WireServer(judge) as server:
-        backend = OpenAIBackend("judge", base_url=server.openai_base_url)
+    with (
+        WireServer(judge) as server,
+        OpenAIBackend("judge", base_url=server.openai_base_url) as backend,
+    ):
         return [
             c.text
             for c in LLMReranker(backend, strategy=strategy).rerank("is water wet", PASSAGES[::-1])

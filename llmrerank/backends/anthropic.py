@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import weakref
 from typing import Any
 
 from ..errors import UserError
@@ -58,6 +59,8 @@ class AnthropicBackend(Backend):
             "timeout": timeout_s,
         }
         self._client = anthropic.Anthropic(**client_args)
+        # sockets are closed even when a caller forgets close()
+        weakref.finalize(self, self._client.close)
         self._client_args = client_args
 
     def identity(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ llama.cpp's ``llama-server`` or LM Studio, and never sends ``OPENAI_API_KEY`` th
 from __future__ import annotations
 
 import os
+import weakref
 from typing import Any
 
 from ..errors import UserError
@@ -66,6 +67,8 @@ class OpenAIBackend(Backend):
             "timeout": timeout_s,
         }
         self._client = openai.OpenAI(**client_args)
+        # sockets are closed even when a caller forgets close()
+        weakref.finalize(self, self._client.close)
         self._client_args = client_args
 
     def identity(self) -> dict[str, Any]:
