@@ -39,7 +39,9 @@ class Answer:
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """``order``: a full permutation of candidate indices, best first.
-    ``scores``: the strategy's own score per candidate index (grades, win counts), if any."""
+    ``scores``: the strategy's own score per candidate index (grades, win counts), if any.
+    ``repairs``: what the strategy itself counted (e.g. inconsistent pairs); per-call output
+    repairs live on the call records and are added up by the reranker."""
 
     order: Sequence[int]
     scores: Mapping[int, float] = field(default_factory=dict)

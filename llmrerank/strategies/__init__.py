@@ -6,18 +6,29 @@ from typing import Any
 
 from ..errors import UserError
 from .base import PassageBudget, PlanContext, Strategy
+from .listwise import Listwise
+from .pairwise import Pairwise
 from .pointwise import Pointwise
+from .setwise import Setwise
 
 __all__ = [
+    "Listwise",
+    "Pairwise",
     "PassageBudget",
     "PlanContext",
     "Pointwise",
+    "Setwise",
     "Strategy",
     "make_strategy",
     "strategy_names",
 ]
 
-_STRATEGIES: dict[str, type[Strategy]] = {"pointwise": Pointwise}
+_STRATEGIES: dict[str, type[Strategy]] = {
+    "listwise": Listwise,
+    "pairwise": Pairwise,
+    "pointwise": Pointwise,
+    "setwise": Setwise,
+}
 
 
 def strategy_names() -> list[str]:

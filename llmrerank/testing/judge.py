@@ -33,9 +33,10 @@ _PREFIX = 80
 
 
 def normalise(text: str) -> str:
-    """Whitespace-collapsed prefix, so truncated passages still match their label."""
-    text = html.unescape(text).replace(" …", "")
-    return " ".join(text.split())[:_PREFIX]
+    """Unescaped, whitespace-collapsed text without the truncation mark."""
+    text = html.unescape(text)
+    text = text.removesuffix(" …")
+    return " ".join(text.split())
 
 
 class SimulatedJudge:
@@ -52,7 +53,14 @@ class SimulatedJudge:
         self.error_rate = error_rate
         self.seed = seed
         self.max_label = max_label
-        self._index = {(" ".join(q.split()), normalise(p)): rel for (q, p), rel in labels.items()}
+        # exact text first; a prefix for passages the prompt truncated
+        self._index: dict[tuple[str, str], int] = {}
+        self._prefix_index: dict[tuple[str, str], int] = {}
+        for (query, passage), rel in labels.items():
+            key = " ".join(query.split())
+            text = normalise(passage)
+            self._index[(key, text)] = rel
+            self._prefix_index[(key, text[:_PREFIX])] = rel
         self.calls: Counter[str] = Counter()
         self._lock = threading.Lock()
 
@@ -78,7 +86,11 @@ class SimulatedJudge:
         return cls(labels, **options)
 
     def relevance(self, query: str, passage: str) -> int:
-        return self._index.get((" ".join(query.split()), normalise(passage)), 0)
+        key, text = " ".join(query.split()), normalise(passage)
+        exact = self._index.get((key, text))
+        if exact is not None:
+            return exact
+        return self._prefix_index.get((key, text[:_PREFIX]), 0)
 
     def _rng(self, request: WireRequest) -> random.Random:
         material = json.dumps([self.seed, request.body], sort_keys=True).encode()
