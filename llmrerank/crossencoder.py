@@ -1,0 +1,151 @@
+"""A local cross-encoder stage (sentence-transformers ``CrossEncoder``).
+
+Scores are raw logits (``stage_scores[name]``) plus a sigmoid-normalised 0–1 score
+(``stage_scores[name + ":prob"]``) for thresholds. Pairs longer than ``max_length`` tokens
+are truncated by the model, silently in plain sentence-transformers; here they are counted
+in ``Ranking.truncated``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from ._assets import assets_dir
+from ._devices import import_sentence_transformers, resolve_device
+from .types import Candidate, CandidateLike, Ranking, as_candidates, ranking_from_scores
+
+__all__ = ["CrossEncoderReranker", "default_cross_encoder"]
+
+logger = logging.getLogger("llmrerank")
+
+HUB_DEFAULT = "cross-encoder/ms-marco-MiniLM-L6-v2"
+
+
+def sigmoid(x: float) -> float:
+    if x >= 0:
+        return 1 / (1 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1 + z)
+
+
+def default_cross_encoder() -> str:
+    """``LLMRERANK_CROSS_ENCODER``, else the offline model in the assets, else the hub name."""
+    configured = os.environ.get("LLMRERANK_CROSS_ENCODER")
+    if configured:
+        return configured
+    offline = assets_dir() / "models" / "minilm-l6-ce"
+    return str(offline) if offline.is_dir() else HUB_DEFAULT
+
+
+class CrossEncoderReranker:
+    """``CrossEncoderReranker("BAAI/bge-reranker-v2-m3")``; a path or a hub name.
+
+    ``device="auto"`` picks CUDA (half precision), then MPS, then CPU.
+    """
+
+    is_llm = False
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        device: str = "auto",
+        batch_size: int = 32,
+        max_length: int | None = None,
+        name: str = "cross-encoder",
+    ) -> None:
+        self.model_name = model or default_cross_encoder()
+        self.device = device
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.name = name
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"CrossEncoderReranker({self.model_name!r}, device={self.device!r})"
+
+    @property
+    def model(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                st = import_sentence_transformers()
+                device = resolve_device(self.device)
+                model = st.CrossEncoder(self.model_name, device=device, max_length=self.max_length)
+                if device == "cuda":
+                    model.half()
+                self._model = model
+                logger.info("loaded cross-encoder %s on %s", self.model_name, device)
+            return self._model
+
+    @property
+    def effective_max_length(self) -> int:
+        return int(self.model.max_seq_length)
+
+    def count_truncated(self, query: str, texts: Sequence[str]) -> int:
+        """Pairs whose query + passage tokens exceed the model's max length."""
+        if not texts:
+            return 0
+        encoded = self.model.tokenizer(
+            [query] * len(texts), list(texts), truncation=False, verbose=False
+        )
+        limit = self.effective_max_length
+        return sum(len(ids) > limit for ids in encoded["input_ids"])
+
+    def score(self, query: str, candidates: Sequence[CandidateLike]) -> list[float]:
+        """Raw logits in input order."""
+        import torch
+
+        items = as_candidates(candidates)
+        if not items:
+            return []
+        pairs = [(query, c.text) for c in items]
+        logits = self.model.predict(
+            pairs,
+            batch_size=self.batch_size,
+            activation_fn=torch.nn.Identity(),
+            show_progress_bar=False,
+            convert_to_numpy=True,
+        )
+        return [float(x) for x in logits]
+
+    def _rank(self, query: str, items: list[Candidate], top_k: int | None) -> Ranking:
+        if not items:
+            return Ranking(query=query, items=())
+        logits = self.score(query, items)
+        ranking = ranking_from_scores(
+            query,
+            items,
+            logits,
+            stage=self.name,
+            truncated=self.count_truncated(query, [c.text for c in items]),
+        )
+        with_probs = tuple(
+            replace(
+                item,
+                stage_scores={
+                    **item.stage_scores,
+                    f"{self.name}:prob": sigmoid(item.stage_scores[self.name]),
+                },
+            )
+            for item in ranking.items
+        )
+        return replace(ranking, items=with_probs).trimmed(top_k)
+
+    def rerank(
+        self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None
+    ) -> Ranking:
+        return self._rank(query, as_candidates(candidates), top_k)
+
+    async def arerank(
+        self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None
+    ) -> Ranking:
+        items = as_candidates(candidates)
+        return await asyncio.to_thread(self._rank, query, items, top_k)

