@@ -117,9 +117,7 @@ class Cascade:
 
     # -- the pure part: merge a stage's result into the running order -------------------
     @staticmethod
-    def _merge(
-        current: list[RankedCandidate], stage_ranking: Ranking, n_input: int
-    ) -> list[RankedCandidate]:
+    def _merge(current: list[RankedCandidate], stage_ranking: Ranking, n_input: int) -> list[RankedCandidate]:
         previous = {item.id: item for item in current[:n_input]}
         merged = [
             replace(
@@ -157,9 +155,7 @@ class Cascade:
         top_k: int | None,
     ) -> Ranking:
         n = len(current)
-        items = tuple(
-            replace(item, rank=i + 1, score=float(n - i)) for i, item in enumerate(current)
-        )
+        items = tuple(replace(item, rank=i + 1, score=float(n - i)) for i, item in enumerate(current))
         self.stats["requests"] += 1
         if degraded:
             self.stats["degraded"] += 1
@@ -204,9 +200,7 @@ class Cascade:
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def rerank(
-        self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None
-    ) -> Ranking:
+    def rerank(self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None) -> Ranking:
         current = self._start(query, candidates)
         state = _RunState()
         previous: str | None = None
@@ -242,9 +236,7 @@ class Cascade:
             error: str | None = None
             if skip is None and inputs:
                 try:
-                    result = await asyncio.wait_for(
-                        stage.reranker.arerank(query, inputs), stage.timeout_s
-                    )
+                    result = await asyncio.wait_for(stage.reranker.arerank(query, inputs), stage.timeout_s)
                 except asyncio.TimeoutError:
                     if not stage.fallback:
                         raise StageTimeoutError(f"timeout after {stage.timeout_s}s") from None
@@ -336,9 +328,7 @@ class _RunState:
 
     def totals(
         self, survivors: list[RankedCandidate]
-    ) -> tuple[
-        list[RankedCandidate], list[CallRecord], list[StageReport], list[str], int, dict[str, int]
-    ]:
+    ) -> tuple[list[RankedCandidate], list[CallRecord], list[StageReport], list[str], int, dict[str, int]]:
         return (
             survivors + self.below,
             self.calls,

@@ -53,9 +53,7 @@ def main(verbose: int) -> None:
 def _cache(cache_dir: str | None, no_cache: bool, mode: str) -> DiskCache | None:
     if no_cache:
         return None
-    return DiskCache(
-        cache_dir or os.environ.get("LLMRERANK_CACHE_DIR", DEFAULT_CACHE_DIR), mode=mode
-    )
+    return DiskCache(cache_dir or os.environ.get("LLMRERANK_CACHE_DIR", DEFAULT_CACHE_DIR), mode=mode)
 
 
 def _read_requests(stream: IO[str]) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -112,10 +110,7 @@ def build_reranker(
         keeps = keeps * len(narrow_with)
     if len(keeps) != len(narrow_with):
         raise UserError("give one --narrow-to per --narrow-with (or a single one for all)")
-    stages = [
-        Stage(parse_stage_spec(spec), keep=keep)
-        for spec, keep in zip(narrow_with, keeps, strict=True)
-    ]
+    stages = [Stage(parse_stage_spec(spec), keep=keep) for spec, keep in zip(narrow_with, keeps, strict=True)]
     if llm is not None:
         stages.append(Stage(llm, keep=top_k, timeout_s=llm_timeout_s))
     return Cascade(stages, trace=trace, bypass_llm=bypass_llm)
@@ -219,8 +214,7 @@ def prompts_list(prompt_dirs: tuple[str, ...]) -> None:
     for prompt in PromptLibrary(prompt_dirs).list():
         status = "released" if prompt.released else "draft"
         click.echo(
-            f"{prompt.ref:32} {prompt.strategy:10} {status:8} {prompt.sha256[:12]}  "
-            f"{prompt.description}"
+            f"{prompt.ref:32} {prompt.strategy:10} {status:8} {prompt.sha256[:12]}  {prompt.description}"
         )
 
 

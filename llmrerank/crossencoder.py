@@ -93,9 +93,7 @@ class CrossEncoderReranker:
         """Pairs whose query + passage tokens exceed the model's max length."""
         if not texts:
             return 0
-        encoded = self.model.tokenizer(
-            [query] * len(texts), list(texts), truncation=False, verbose=False
-        )
+        encoded = self.model.tokenizer([query] * len(texts), list(texts), truncation=False, verbose=False)
         limit = self.effective_max_length
         return sum(len(ids) > limit for ids in encoded["input_ids"])
 
@@ -139,9 +137,7 @@ class CrossEncoderReranker:
         )
         return replace(ranking, items=with_probs).trimmed(top_k)
 
-    def rerank(
-        self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None
-    ) -> Ranking:
+    def rerank(self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None) -> Ranking:
         return self._rank(query, as_candidates(candidates), top_k)
 
     async def arerank(

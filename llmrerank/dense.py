@@ -104,9 +104,7 @@ class BiEncoderReranker:
         )
 
     def _key(self, text: str) -> str:
-        material = (
-            f"{self.model_name}\x00{self.passage_prefix}\x00{self.model.max_seq_length}\x00{text}"
-        )
+        material = f"{self.model_name}\x00{self.passage_prefix}\x00{self.model.max_seq_length}\x00{text}"
         return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
     def _cache_get(self, key: str) -> bytes | None:
@@ -170,13 +168,9 @@ class BiEncoderReranker:
             return Ranking(query=query, items=())
         scores = self.score(query, items)
         truncated = self.count_truncated([c.text for c in items])
-        return ranking_from_scores(
-            query, items, scores, stage=self.name, truncated=truncated
-        ).trimmed(top_k)
+        return ranking_from_scores(query, items, scores, stage=self.name, truncated=truncated).trimmed(top_k)
 
-    def rerank(
-        self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None
-    ) -> Ranking:
+    def rerank(self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None) -> Ranking:
         return self._rank(query, as_candidates(candidates), top_k)
 
     async def arerank(

@@ -51,9 +51,7 @@ class RetryPolicy:
 
     def wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        backoff = random.uniform(
-            0, min(self.max_wait_s, self.base_s * 2 ** (state.attempt_number - 1))
-        )
+        backoff = random.uniform(0, min(self.max_wait_s, self.base_s * 2 ** (state.attempt_number - 1)))
         if isinstance(exc, RateLimitError) and exc.retry_after is not None:
             return min(self.max_wait_s, max(exc.retry_after, backoff))
         return backoff
@@ -112,9 +110,7 @@ class Driver:
         self._cache_broken = threading.Event()
 
     # -- keys and cache -------------------------------------------------------------
-    def _backend_request(
-        self, request: LLMRequest, messages: Sequence[dict[str, str]]
-    ) -> BackendRequest:
+    def _backend_request(self, request: LLMRequest, messages: Sequence[dict[str, str]]) -> BackendRequest:
         return BackendRequest(
             messages=messages,
             schema_name=request.output.name,
@@ -138,9 +134,7 @@ class Driver:
             }
         )
 
-    def _cache_get(
-        self, key: str, request: LLMRequest
-    ) -> tuple[Parsed[Any], dict[str, Any]] | None:
+    def _cache_get(self, key: str, request: LLMRequest) -> tuple[Parsed[Any], dict[str, Any]] | None:
         if self.cache is None or self._cache_broken.is_set():
             return None
         try:

@@ -69,8 +69,7 @@ def _validate(model: type[BaseModel], text: str) -> Any:
         return model.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'reply'}: {err['msg']}"
-            for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or 'reply'}: {err['msg']}" for err in exc.errors()
         )
         raise InvalidOutput(problems) from None
 

@@ -66,9 +66,7 @@ class PromptRef:
     def parse(cls, text: str) -> PromptRef:
         match = _REF.match(text.strip())
         if not match:
-            raise PromptError(
-                f"bad prompt ref {text!r}; expected 'family/name@N' or 'family/name@latest'"
-            )
+            raise PromptError(f"bad prompt ref {text!r}; expected 'family/name@N' or 'family/name@latest'")
         version = match["version"]
         return cls(
             match["family"],
@@ -91,9 +89,7 @@ def escape_passage(text: str) -> str:
 
 @lru_cache(maxsize=1)
 def _environment() -> SandboxedEnvironment:
-    env = SandboxedEnvironment(
-        undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False
-    )
+    env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
     env.filters["passage"] = escape_passage
     return env
 
@@ -143,10 +139,7 @@ class Prompt:
         template = self._template
         try:
             context = template.new_context(variables)
-            parts = {
-                block: "".join(template.blocks[block](context)).strip()
-                for block in ("system", "user")
-            }
+            parts = {block: "".join(template.blocks[block](context)).strip() for block in ("system", "user")}
         except TemplateError as exc:
             raise PromptError(f"prompt {self.ref} failed to render: {exc}") from exc
         return RenderedPrompt(system=parts["system"], user=parts["user"])
@@ -205,8 +198,7 @@ class PromptLibrary:
                 if versions:
                     return root, versions
         raise PromptError(
-            f"no prompt {key!r} in {[str(r) for r in self.roots]}; "
-            f"known: {', '.join(self.keys()) or 'none'}"
+            f"no prompt {key!r} in {[str(r) for r in self.roots]}; known: {', '.join(self.keys()) or 'none'}"
         )
 
     def keys(self) -> list[str]:
@@ -222,9 +214,7 @@ class PromptLibrary:
         root, versions = self._versions(parsed.key)
         version = max(versions) if parsed.version is None else parsed.version
         if version not in versions:
-            raise PromptError(
-                f"prompt {parsed.key} has no version {version}; versions: {sorted(versions)}"
-            )
+            raise PromptError(f"prompt {parsed.key} has no version {version}; versions: {sorted(versions)}")
         concrete = f"{parsed.key}@{version}"
         cached = self._loaded.get(concrete)
         if cached is not None:

@@ -128,9 +128,7 @@ class LLMReranker:
             logger.info("%s: model output was repaired: %s", self.name, dict(ranking.repairs))
         return ranking.trimmed(top_k)
 
-    def rerank(
-        self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None
-    ) -> Ranking:
+    def rerank(self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None) -> Ranking:
         items = as_candidates(candidates)
         context = self._context(query, items, top_k)
         outcome, calls = self.driver.run(self.strategy.plan(context))

@@ -63,9 +63,7 @@ def _to_candidate(item: object, position: int) -> Candidate:
         known = {"id", "text", "metadata", "score"}
         extra = set(item) - known
         if "id" not in item or "text" not in item:
-            raise CandidateError(
-                f"candidate #{position} needs 'id' and 'text' keys, got {sorted(item)}"
-            )
+            raise CandidateError(f"candidate #{position} needs 'id' and 'text' keys, got {sorted(item)}")
         metadata = dict(item.get("metadata") or {})
         metadata.update({k: item[k] for k in extra})
         score = item.get("score")
@@ -76,8 +74,7 @@ def _to_candidate(item: object, position: int) -> Candidate:
             score=None if score is None else float(score),
         )
     raise CandidateError(
-        f"candidate #{position} must be a Candidate, a string or a mapping, "
-        f"got {type(item).__name__}"
+        f"candidate #{position} must be a Candidate, a string or a mapping, got {type(item).__name__}"
     )
 
 

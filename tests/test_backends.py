@@ -98,13 +98,9 @@ def test_anthropic_native_json_schema_mode() -> None:
 
 @pytest.mark.parametrize("backend_class", [OpenAIBackend, AnthropicBackend])
 def test_429_with_retry_after_then_success(backend_class: type) -> None:
-    handler = scripted(
-        Fault(429, "slow down", headers={"Retry-After": "0.2"}), Reply('{"grade": 2}')
-    )
+    handler = scripted(Fault(429, "slow down", headers={"Retry-After": "0.2"}), Reply('{"grade": 2}'))
     with WireServer(handler) as server:
-        url = (
-            server.openai_base_url if backend_class is OpenAIBackend else server.anthropic_base_url
-        )
+        url = server.openai_base_url if backend_class is OpenAIBackend else server.anthropic_base_url
         reranker = LLMReranker(backend_class("m", base_url=url), retry=FAST)
         ranking = reranker.rerank("q", ["p"])
     (call,) = ranking.calls
@@ -123,18 +119,14 @@ def test_rate_limit_error_carries_retry_after() -> None:
 @pytest.mark.parametrize("backend_class", [OpenAIBackend, AnthropicBackend])
 def test_server_errors_are_retried_then_raised(backend_class: type) -> None:
     with WireServer(scripted(Fault(500, "boom"))) as server:
-        url = (
-            server.openai_base_url if backend_class is OpenAIBackend else server.anthropic_base_url
-        )
+        url = server.openai_base_url if backend_class is OpenAIBackend else server.anthropic_base_url
         reranker = LLMReranker(backend_class("m", base_url=url), retry=FAST)
         with pytest.raises(TransientBackendError, match="HTTP 500"):
             reranker.rerank("q", ["p"])
         assert len(server.requests) == 3
 
 
-@pytest.mark.parametrize(
-    ("status", "word"), [(400, "bad"), (401, "unauthorized"), (404, "no such")]
-)
+@pytest.mark.parametrize(("status", "word"), [(400, "bad"), (401, "unauthorized"), (404, "no such")])
 def test_terminal_errors_raise_at_once_with_the_provider_message(status: int, word: str) -> None:
     with WireServer(scripted(Fault(status, f"{word} thing"))) as server:
         reranker = LLMReranker(OpenAIBackend("m", base_url=server.openai_base_url), retry=FAST)
@@ -181,9 +173,7 @@ def test_pointwise_logprobs_give_expected_grades() -> None:
             {
                 "token": best,
                 "logprob": math.log(grade_probs[best]),
-                "top_logprobs": [
-                    {"token": t, "logprob": math.log(p)} for t, p in grade_probs.items()
-                ],
+                "top_logprobs": [{"token": t, "logprob": math.log(p)} for t, p in grade_probs.items()],
             },
             {"token": "}", "logprob": 0.0, "top_logprobs": []},
         ]
@@ -239,9 +229,7 @@ def test_cache_makes_the_second_run_free_across_processes(tmp_path: Path) -> Non
 
 def test_async_path_over_http() -> None:
     with WireServer(always('{"grade": 1}')) as server:
-        reranker = LLMReranker(
-            OpenAIBackend("m", base_url=server.openai_base_url), max_concurrency=4
-        )
+        reranker = LLMReranker(OpenAIBackend("m", base_url=server.openai_base_url), max_concurrency=4)
         ranking = asyncio.run(reranker.arerank("q", [f"p{i}" for i in range(10)], top_k=3))
         assert len(server.requests) == 10
     assert len(ranking) == 3

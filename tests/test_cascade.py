@@ -28,9 +28,7 @@ class ByNumber:
         self.name = name
         self.scale = scale
 
-    def rerank(
-        self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None
-    ) -> Ranking:
+    def rerank(self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None) -> Ranking:
         items = as_candidates(candidates)
         scores = [self.scale * int(c.id[1:]) for c in items]
         return ranking_from_scores(query, items, scores, stage=self.name).trimmed(top_k)
@@ -48,16 +46,12 @@ def llm(server: WireServer, **options: object) -> LLMReranker:
 
 def test_stages_narrow_and_the_rest_stay_below_in_previous_order() -> None:
     with WireServer(always('{"ranking": ["2", "1", "3"]}')) as server:
-        cascade = Cascade(
-            [Stage(ByNumber(), keep=3), Stage(llm(server, strategy="listwise"), keep=2)]
-        )
+        cascade = Cascade([Stage(ByNumber(), keep=3), Stage(llm(server, strategy="listwise"), keep=2)])
         ranking = cascade.rerank("q", PASSAGES)
         assert len(server.requests) == 1
     # local: d9 d8 d7 | d6 ... d0 ; LLM reorders the three survivors as [2, 1, 3]
     assert ranking.ids() == ["d8", "d9", "d7", "d6", "d5", "d4", "d3", "d2", "d1", "d0"]
-    assert [item.score for item in ranking] == sorted(
-        (item.score for item in ranking), reverse=True
-    )
+    assert [item.score for item in ranking] == sorted((item.score for item in ranking), reverse=True)
     assert ranking[0].stage_scores["local"] == 8.0
     assert [s.name for s in ranking.stages] == ["local", "llm"]
     assert ranking.stages[1].calls == 1
@@ -77,9 +71,7 @@ def test_stages_narrow_and_the_rest_stay_below_in_previous_order() -> None:
 )
 def test_llm_failures_fall_back_to_the_previous_order(handler: object, reason: str) -> None:
     with WireServer(handler) as server:  # type: ignore[arg-type]
-        cascade = Cascade(
-            [Stage(ByNumber(), keep=4), Stage(llm(server, strategy="listwise", max_reasks=1))]
-        )
+        cascade = Cascade([Stage(ByNumber(), keep=4), Stage(llm(server, strategy="listwise", max_reasks=1))])
         ranking = cascade.rerank("q", PASSAGES)
     assert ranking.ids() == [f"d{i}" for i in range(9, -1, -1)]
     assert ranking.degraded
@@ -138,9 +130,7 @@ def test_trace_records_each_request_without_secrets(tmp_path: Path) -> None:
     trace = tmp_path / "trace.jsonl"
     with WireServer(always('{"grade": 2}')) as server:
         backend = OpenAIBackend("m", base_url=server.openai_base_url, api_key="sk-very-secret")
-        cascade = hybrid(
-            LLMReranker(backend), narrow_with=ByNumber(), narrow_to=3, top_k=2, trace=trace
-        )
+        cascade = hybrid(LLMReranker(backend), narrow_with=ByNumber(), narrow_to=3, top_k=2, trace=trace)
         cascade.rerank("first query", PASSAGES)
         cascade.rerank("second query", PASSAGES)
     lines = [json.loads(line) for line in trace.read_text().splitlines()]
@@ -155,9 +145,7 @@ def test_trace_records_each_request_without_secrets(tmp_path: Path) -> None:
 
 def test_hybrid_builds_several_narrowing_stages() -> None:
     with WireServer(always('{"grade": 2}')) as server:
-        cascade = hybrid(
-            llm(server), narrow_with=[ByNumber("a"), ByNumber("b")], narrow_to=[6, 3], top_k=2
-        )
+        cascade = hybrid(llm(server), narrow_with=[ByNumber("a"), ByNumber("b")], narrow_to=[6, 3], top_k=2)
         ranking = cascade.rerank("q", PASSAGES)
         assert len(server.requests) == 3
     assert [s.kept for s in ranking.stages] == [6, 3, 2]

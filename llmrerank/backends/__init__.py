@@ -30,9 +30,7 @@ def make_backend(spec: str, *, base_url: str | None = None, **options: Any) -> B
     """Build a backend from ``provider:model``."""
     provider, sep, model = spec.partition(":")
     if not sep:
-        raise UserError(
-            f"model {spec!r} must look like 'openai:MODEL', 'anthropic:MODEL' or 'local:'"
-        )
+        raise UserError(f"model {spec!r} must look like 'openai:MODEL', 'anthropic:MODEL' or 'local:'")
     if provider == "openai":
         return OpenAIBackend(model, base_url=base_url, **options)
     if provider == "anthropic":
@@ -45,6 +43,4 @@ def make_backend(spec: str, *, base_url: str | None = None, **options: Any) -> B
         from ..testing.sim import SimulatedBackend
 
         return SimulatedBackend(model, **options)
-    raise UserError(
-        f"unknown provider {provider!r} in {spec!r}; use openai, anthropic, local or sim"
-    )
+    raise UserError(f"unknown provider {provider!r} in {spec!r}; use openai, anthropic, local or sim")

@@ -73,9 +73,7 @@ class AnthropicBackend(Backend):
     def _arguments(self, request: BackendRequest) -> dict[str, Any]:
         system = "\n\n".join(m["content"] for m in request.messages if m["role"] == "system")
         messages = [
-            {"role": m["role"], "content": m["content"]}
-            for m in request.messages
-            if m["role"] != "system"
+            {"role": m["role"], "content": m["content"]} for m in request.messages if m["role"] != "system"
         ]
         args: dict[str, Any] = {
             "model": self.model,
@@ -97,9 +95,7 @@ class AnthropicBackend(Backend):
                 ]
                 args["tool_choice"] = {"type": "tool", "name": name}
             elif self.structured_output == "json_schema":
-                args["output_config"] = {
-                    "format": {"type": "json_schema", "schema": dict(request.schema)}
-                }
+                args["output_config"] = {"format": {"type": "json_schema", "schema": dict(request.schema)}}
         return args
 
     def _reply(self, message: Any) -> BackendReply:

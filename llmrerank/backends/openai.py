@@ -138,9 +138,7 @@ class OpenAIBackend(Backend):
 
     async def acomplete(self, request: BackendRequest) -> BackendReply:
         try:
-            completion = await self.async_client().chat.completions.create(
-                **self._arguments(request)
-            )
+            completion = await self.async_client().chat.completions.create(**self._arguments(request))
         except self._sdk.OpenAIError as exc:
             raise translate_sdk_error(exc, self._sdk, self.provider) from exc
         return self._reply(completion)

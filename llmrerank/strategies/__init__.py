@@ -40,7 +40,5 @@ def make_strategy(name: str, **options: Any) -> Strategy:
     try:
         cls = _STRATEGIES[name]
     except KeyError:
-        raise UserError(
-            f"unknown strategy {name!r}; choose one of {', '.join(strategy_names())}"
-        ) from None
+        raise UserError(f"unknown strategy {name!r}; choose one of {', '.join(strategy_names())}") from None
     return cls(**options)

@@ -74,6 +74,5 @@ class Strategy(ABC):
     def check_prompt(self, prompt: Prompt) -> None:
         if prompt.strategy and prompt.strategy != self.name:
             raise PromptError(
-                f"prompt {prompt.ref} is written for the {prompt.strategy!r} strategy, "
-                f"not {self.name!r}"
+                f"prompt {prompt.ref} is written for the {prompt.strategy!r} strategy, not {self.name!r}"
             )

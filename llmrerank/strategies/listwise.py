@@ -58,9 +58,7 @@ class Listwise(Strategy):
         seed: int = 0,
     ) -> None:
         if window < 2 or not 1 <= step < window:
-            raise UserError(
-                f"listwise needs window >= 2 and 1 <= step < window, got {window}/{step}"
-            )
+            raise UserError(f"listwise needs window >= 2 and 1 <= step < window, got {window}/{step}")
         if aggregate not in ("rrf", "borda"):
             raise UserError("aggregate must be 'rrf' or 'borda'")
         if shuffles < 0:
@@ -71,9 +69,7 @@ class Listwise(Strategy):
     def estimate_calls(self, n_candidates: int, top_k: int | None = None) -> int:
         return len(sliding_windows(n_candidates, self.window, self.step)) * (self.shuffles + 1)
 
-    def _request(
-        self, context: PlanContext, texts: Sequence[str], indices: Sequence[int]
-    ) -> LLMRequest:
+    def _request(self, context: PlanContext, texts: Sequence[str], indices: Sequence[int]) -> LLMRequest:
         labels = [str(i + 1) for i in range(len(indices))]
         output = PermutationOutput(labels)
         rendered = context.prompt.render(

@@ -30,9 +30,7 @@ class Pairwise(Strategy):
     name = "pairwise"
     default_prompt = "pairwise/prp@latest"
 
-    def __init__(
-        self, *, method: str = "heapsort", top_k: int = 10, max_allpairs: int = 50
-    ) -> None:
+    def __init__(self, *, method: str = "heapsort", top_k: int = 10, max_allpairs: int = 50) -> None:
         if method not in _METHODS:
             raise UserError(f"pairwise method must be one of {_METHODS}, got {method!r}")
         self.method = method

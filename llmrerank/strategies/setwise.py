@@ -42,9 +42,7 @@ class Setwise(Strategy):
         internal = (n - 2) // arity + 1
         return internal + k * depth  # Floyd's build is linear; each pop sifts one path
 
-    def _request(
-        self, context: PlanContext, texts: Sequence[str], group: Sequence[int]
-    ) -> LLMRequest:
+    def _request(self, context: PlanContext, texts: Sequence[str], group: Sequence[int]) -> LLMRequest:
         labels = list(_LABELS[: len(group)])
         output = BestChoice(labels)
         rendered = context.prompt.render(

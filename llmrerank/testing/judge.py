@@ -65,9 +65,7 @@ class SimulatedJudge:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_trec(
-        cls, candidates_jsonl: str | Path, qrels: str | Path, **options: Any
-    ) -> SimulatedJudge:
+    def from_trec(cls, candidates_jsonl: str | Path, qrels: str | Path, **options: Any) -> SimulatedJudge:
         """From a candidates JSONL (``qid, query, candidates[docid, text]``) and TREC qrels."""
         judgments: dict[tuple[str, str], int] = {}
         for line in Path(qrels).read_text().splitlines():
@@ -111,9 +109,7 @@ class SimulatedJudge:
         noisy = rng.random() < self.error_rate
         answer = self._answer(task, passages, request.schema, rng, noisy)
         text = json.dumps(answer)
-        return Reply(
-            text, prompt_tokens=max(1, request.prompt_words), completion_tokens=len(text.split())
-        )
+        return Reply(text, prompt_tokens=max(1, request.prompt_words), completion_tokens=len(text.split()))
 
     def _answer(
         self,

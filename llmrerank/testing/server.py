@@ -41,9 +41,7 @@ class WireRequest:
         if isinstance(content, str):
             return content
         if isinstance(content, list):
-            return "\n".join(
-                str(block.get("text", "")) for block in content if isinstance(block, dict)
-            )
+            return "\n".join(str(block.get("text", "")) for block in content if isinstance(block, dict))
         return ""
 
     @property
@@ -51,9 +49,7 @@ class WireRequest:
         if self.api == "anthropic":
             return self._text(self.body.get("system", ""))
         return "\n".join(
-            self._text(m.get("content"))
-            for m in self.body.get("messages", [])
-            if m.get("role") == "system"
+            self._text(m.get("content")) for m in self.body.get("messages", []) if m.get("role") == "system"
         )
 
     @property
@@ -81,11 +77,7 @@ class WireRequest:
     def schema(self) -> dict[str, Any] | None:
         if self.api == "openai":
             fmt = self.body.get("response_format") or {}
-            schema = (
-                fmt.get("json_schema", {}).get("schema")
-                if fmt.get("type") == "json_schema"
-                else None
-            )
+            schema = fmt.get("json_schema", {}).get("schema") if fmt.get("type") == "json_schema" else None
             return dict(schema) if schema else None
         choice = self.body.get("tool_choice") or {}
         if choice.get("type") == "tool":
@@ -93,18 +85,12 @@ class WireRequest:
                 if tool.get("name") == choice.get("name"):
                     return dict(tool.get("input_schema") or {})
         fmt = (self.body.get("output_config") or {}).get("format") or {}
-        return (
-            dict(fmt["schema"]) if fmt.get("type") == "json_schema" and fmt.get("schema") else None
-        )
+        return dict(fmt["schema"]) if fmt.get("type") == "json_schema" and fmt.get("schema") else None
 
     @property
     def forced_tool(self) -> str | None:
         choice = self.body.get("tool_choice") or {}
-        return (
-            str(choice["name"])
-            if self.api == "anthropic" and choice.get("type") == "tool"
-            else None
-        )
+        return str(choice["name"]) if self.api == "anthropic" and choice.get("type") == "tool" else None
 
     @property
     def prompt_words(self) -> int:
@@ -179,13 +165,9 @@ def _error_body(api: str, status: int, message: str) -> dict[str, Any]:
 
 
 def _success_body(request: WireRequest, reply: Reply) -> dict[str, Any]:
-    prompt_tokens = (
-        reply.prompt_tokens if reply.prompt_tokens is not None else max(1, request.prompt_words)
-    )
+    prompt_tokens = reply.prompt_tokens if reply.prompt_tokens is not None else max(1, request.prompt_words)
     completion_tokens = (
-        reply.completion_tokens
-        if reply.completion_tokens is not None
-        else max(1, len(reply.text.split()))
+        reply.completion_tokens if reply.completion_tokens is not None else max(1, len(reply.text.split()))
     )
     model = str(request.body.get("model", "wire-model"))
     if request.api == "anthropic":
@@ -291,9 +273,7 @@ class WireServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-            def _send(
-                self, status: int, body: dict[str, Any], headers: Mapping[str, str] = {}
-            ) -> None:
+            def _send(self, status: int, body: dict[str, Any], headers: Mapping[str, str] = {}) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -350,9 +330,7 @@ class WireServer:
             block_on_close = False
 
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="wire-server", daemon=True
-        )
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="wire-server", daemon=True)
         self._thread.start()
         return self
 

@@ -34,9 +34,7 @@ def _server(dataset: str, error_rate: float, delay_s: float) -> WireServer:
 
 
 class SimulatedBackend(OpenAIBackend):
-    def __init__(
-        self, spec: str = "dl19", *, delay_s: float = 0.0, timeout_s: float = 60.0
-    ) -> None:
+    def __init__(self, spec: str = "dl19", *, delay_s: float = 0.0, timeout_s: float = 60.0) -> None:
         dataset, _, noise = spec.partition("@")
         try:
             error_rate = float(noise) if noise else 0.0
@@ -44,9 +42,7 @@ class SimulatedBackend(OpenAIBackend):
             raise UserError(f"sim:{spec}: noise must be a number, e.g. sim:dl19@0.1") from None
         server = _server(dataset or "dl19", error_rate, delay_s)
         self.judge_spec = f"{dataset or 'dl19'}@{error_rate}"
-        super().__init__(
-            f"sim-{self.judge_spec}", base_url=server.openai_base_url, timeout_s=timeout_s
-        )
+        super().__init__(f"sim-{self.judge_spec}", base_url=server.openai_base_url, timeout_s=timeout_s)
         self.provider = "sim"
 
     def identity(self) -> dict[str, object]:

@@ -1,0 +1,41 @@
+"""The eval harness: golden sets, ranx metrics, experiments, comparisons, sweeps, reports."""
+
+from __future__ import annotations
+
+from .compare import Comparison, GateRule, compare_results, load_result, parse_gate
+from .datasets import (
+    EvalQuery,
+    GoldenSet,
+    load_beir,
+    load_candidates_jsonl,
+    load_dataset,
+    read_qrels,
+)
+from .metrics import DEFAULT_METRICS, evaluate
+from .pipelines import PipelineSpec, build_pipeline
+from .report import write_report
+from .runner import Experiment, load_experiment, run_experiment
+from .sweep import sweep_depths
+
+__all__ = [
+    "DEFAULT_METRICS",
+    "Comparison",
+    "EvalQuery",
+    "Experiment",
+    "GateRule",
+    "GoldenSet",
+    "PipelineSpec",
+    "build_pipeline",
+    "compare_results",
+    "evaluate",
+    "load_beir",
+    "load_candidates_jsonl",
+    "load_dataset",
+    "load_experiment",
+    "load_result",
+    "parse_gate",
+    "read_qrels",
+    "run_experiment",
+    "sweep_depths",
+    "write_report",
+]

@@ -1,0 +1,117 @@
+"""``llmrerank eval run | compare | sweep | report``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import BudgetError
+from .compare import compare_results, format_comparison, load_result, parse_gate
+from .report import write_report
+from .runner import estimate, load_experiment, run_experiment
+from .sweep import sweep_depths
+
+__all__ = ["eval_group"]
+
+
+@click.group("eval")
+def eval_group() -> None:
+    """Re-evaluate prompts × models × pipelines on golden sets."""
+
+
+@eval_group.command("run")
+@click.argument("config", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Default evals/runs/<name>.")
+@click.option("--dry-run", is_flag=True, help="Print LLM calls, tokens and cost; call nothing.")
+@click.option("--max-cost", type=float, help="Stop cleanly once this many USD are spent.")
+def run_command(config: str, out_dir: str | None, dry_run: bool, max_cost: float | None) -> None:
+    """Run an experiment config; writes one results JSON per dataset × pipeline × repeat."""
+    experiment = load_experiment(config)
+    if dry_run:
+        total = 0.0
+        for row in estimate(experiment):
+            priced = "" if row.get("priced", True) else " (no price for this model)"
+            click.echo(
+                f"{row['dataset']:<12} {row['pipeline']:<40} calls {row['calls']:>7,}  "
+                f"prompt tokens ~{row['prompt_tokens']:>10,}  ${row['cost_usd']:.4f}{priced}"
+            )
+            total += row["cost_usd"]
+        click.echo(f"estimated total ${total:.4f} (prices: evals/prices.yaml)")
+        return
+    out = Path(out_dir or Path("evals/runs") / experiment.name)
+    try:
+        for result in run_experiment(experiment, out, max_cost_usd=max_cost):
+            data = result.data
+            metrics = "  ".join(f"{k} {v:.4f}" for k, v in data["metrics"].items())
+            click.echo(
+                f"{data['dataset']:<10} {data['pipeline']['name']:<36} {metrics}  calls {data['calls']}"
+            )
+    except BudgetError as exc:
+        click.echo(f"stopped: {exc}", err=True)
+        sys.exit(3)
+    click.echo(f"results in {out}")
+
+
+@eval_group.command("compare")
+@click.argument("baseline", type=click.Path(exists=True, dir_okay=False))
+@click.argument("candidates", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--metric", "metrics", multiple=True, help="Metrics to compare (default: all shared).")
+@click.option("--fail-if-worse", "gates", multiple=True, help="METRIC:DELTA, e.g. ndcg@10:0.01.")
+def compare_command(
+    baseline: str, candidates: tuple[str, ...], metrics: tuple[str, ...], gates: tuple[str, ...]
+) -> None:
+    """Metric deltas with paired significance; exit 1 when a --fail-if-worse gate trips."""
+    base = load_result(baseline)
+    rules = [parse_gate(g) for g in gates]
+    failed = []
+    for path in candidates:
+        comparison = compare_results(base, load_result(path), metrics or None)
+        click.echo(format_comparison(comparison) + "\n")
+        for rule in rules:
+            if rule.failed(comparison):
+                delta = comparison.metric(rule.metric).delta
+                failed.append(f"{comparison.candidate}: {rule.metric} {delta:+.4f} < -{rule.tolerance}")
+    if failed:
+        click.echo("REGRESSION: " + "; ".join(failed), err=True)
+        sys.exit(1)
+
+
+@eval_group.command("sweep")
+@click.argument("config", type=click.Path(exists=True, dir_okay=False))
+@click.option("--depths", default="10,25,50,100", show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Default evals/runs/<name>-sweep.")
+def sweep_command(config: str, depths: str, out_dir: str | None) -> None:
+    """Quality and latency as the rerank depth varies."""
+    experiment = load_experiment(config)
+    out = Path(out_dir or Path("evals/runs") / f"{experiment.name}-sweep")
+    rows = sweep_depths(experiment, [int(d) for d in depths.split(",")], out)
+    (out / "sweep.json").write_text(json.dumps(rows, indent=1) + "\n")
+    for row in rows:
+        ndcg = row["metrics"].get("ndcg@10", 0.0)
+        click.echo(
+            f"{row['pipeline']:<36} depth {row['depth']:>4}  ndcg@10 {ndcg:.4f}  "
+            f"p50 {row['latency_p50_s']:.3f}s"
+        )
+    click.echo(f"sweep in {out / 'sweep.json'}")
+
+
+@eval_group.command("report")
+@click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--sweep", "sweep_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--title", default="llmrerank evaluation")
+@click.option("--notes", default="")
+def report_command(
+    results: tuple[str, ...], out_dir: str, sweep_file: str | None, title: str, notes: str
+) -> None:
+    """Markdown + HTML report; the first RESULTS file is the baseline."""
+    loaded = [load_result(p) for p in results]
+    sweep = json.loads(Path(sweep_file).read_text()) if sweep_file else []
+    metrics = [m for m in ("ndcg@10", "mrr@10", "recall@20") if m in loaded[0]["metrics"]] or list(
+        loaded[0]["metrics"]
+    )
+    md, page = write_report(loaded, out_dir, metrics=metrics, sweep=sweep, title=title, notes=notes)
+    click.echo(f"wrote {md} and {page}")

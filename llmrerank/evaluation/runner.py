@@ -1,0 +1,310 @@
+"""Run experiments: datasets × pipelines × repeats, through the response cache.
+
+Per-query results are appended to a checkpoint as they finish, so an interrupted run
+resumes where it stopped and a re-run costs nothing (every answer is cached).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .._assets import REPO_ROOT
+from ..base import Reranker
+from ..cache import DiskCache
+from ..errors import BudgetError, UserError
+from ..types import Ranking
+from .datasets import GoldenSet, load_dataset
+from .metrics import DEFAULT_METRICS, evaluate
+from .pipelines import PipelineSpec, build_pipeline, expand_pipelines
+
+__all__ = ["Experiment", "PriceTable", "RunResult", "estimate", "load_experiment", "run_experiment"]
+
+SCHEMA = "llmrerank.eval/1"
+PRICES = REPO_ROOT / "evals" / "prices.yaml"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    limit: int | None = None
+    depth: int | None = None
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    datasets: tuple[DatasetSpec, ...]
+    pipelines: tuple[PipelineSpec, ...]
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+    repeats: int = 1
+    cache_dir: str | None = None
+    source: str = ""
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    file = Path(path)
+    try:
+        raw = yaml.safe_load(file.read_text("utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserError(f"cannot read experiment {file}: {exc}") from exc
+    if not isinstance(raw, dict) or "pipelines" not in raw or "datasets" not in raw:
+        raise UserError(f"{file}: an experiment needs 'datasets' and 'pipelines'")
+    datasets = tuple(
+        DatasetSpec(d) if isinstance(d, str) else DatasetSpec(d["name"], d.get("limit"), d.get("depth"))
+        for d in raw["datasets"]
+    )
+    pipelines = tuple(spec for p in raw["pipelines"] for spec in expand_pipelines(p))
+    return Experiment(
+        name=raw.get("name", file.stem),
+        datasets=datasets,
+        pipelines=pipelines,
+        metrics=tuple(raw.get("metrics", DEFAULT_METRICS)),
+        repeats=int(raw.get("repeats", 1)),
+        cache_dir=raw.get("cache_dir"),
+        source=str(file),
+    )
+
+
+class PriceTable:
+    """USD per million tokens, from ``evals/prices.yaml`` (dated; edit it when prices move)."""
+
+    def __init__(self, path: str | Path = PRICES) -> None:
+        data = yaml.safe_load(Path(path).read_text("utf-8")) if Path(path).exists() else {}
+        self.date = str(data.get("date", "unknown"))
+        self.models: dict[str, dict[str, float]] = data.get("models", {})
+
+    def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
+        price = self.models.get(model)
+        if price is None:
+            return 0.0
+        return (prompt_tokens * price["input"] + completion_tokens * price["output"]) / 1e6
+
+    def known(self, model: str) -> bool:
+        return model in self.models
+
+
+@dataclass
+class RunResult:
+    """One dataset × pipeline × repeat; serialises to the versioned results JSON."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def path_name(self) -> str:
+        return f"{self.data['dataset']}__{_slug(self.data['pipeline']['name'])}__r{self.data['repeat']}.json"
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in text)
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except OSError:
+        return None
+    return out.stdout.strip() or None
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return 0.0
+    if len(values) == 1:
+        return values[0]
+    return float(statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1])
+
+
+def _query_record(qid: str, ranking: Ranking, latency: float, prices: PriceTable) -> dict[str, Any]:
+    calls = ranking.calls
+    cost = sum(prices.cost(c.model, c.usage.prompt_tokens, c.usage.completion_tokens) for c in calls)
+    return {
+        "qid": qid,
+        "run": {item.id: item.score for item in ranking},
+        "latency_s": latency,
+        "calls": len(calls),
+        "cached_calls": sum(c.cached for c in calls),
+        "prompt_tokens": ranking.usage.prompt_tokens,
+        "completion_tokens": ranking.usage.completion_tokens,
+        "reasks": sum(c.reasks for c in calls),
+        "cost_usd": cost,
+        "repairs": dict(ranking.repairs),
+        "degraded": ranking.degraded_reason,
+        "prompts": sorted({(c.prompt_ref, c.prompt_sha256) for c in calls}),
+        "models": sorted({f"{c.backend}:{c.model}" for c in calls}),
+    }
+
+
+def _read_checkpoint(path: Path) -> dict[str, dict[str, Any]]:
+    done: dict[str, dict[str, Any]] = {}
+    if path.exists():
+        for line in path.read_text("utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by the interruption
+            done[record["qid"]] = record
+    return done
+
+
+def estimate(
+    experiment: Experiment, *, factory: Callable[[PipelineSpec], Reranker] | None = None
+) -> list[dict[str, Any]]:
+    """LLM calls and tokens each configuration would spend, before any call."""
+    prices = PriceTable()
+    rows = []
+    for dataset_spec in experiment.datasets:
+        golden = load_dataset(dataset_spec.name, limit=dataset_spec.limit, depth=dataset_spec.depth)
+        for spec in experiment.pipelines:
+            if not spec.llm:
+                rows.append(
+                    {
+                        "dataset": golden.name,
+                        "pipeline": spec.name,
+                        "calls": 0,
+                        "prompt_tokens": 0,
+                        "cost_usd": 0.0,
+                    }
+                )
+                continue
+            from ..strategies import make_strategy
+
+            strategy = make_strategy(spec.strategy, **spec.strategy_options)
+            per_call_passages = {"pointwise": 1, "pairwise": 2}.get(
+                spec.strategy,
+                int(spec.strategy_options.get("window", spec.strategy_options.get("set_size", 4))),
+            )
+            calls = tokens = 0
+            for query in golden.queries:
+                n = min([len(query.candidates), *spec.narrow_to]) if spec.narrow_to else len(query.candidates)
+                n_calls = strategy.estimate_calls(n)
+                words = sum(len(c.text.split()) for c in query.candidates[:n]) / max(1, n)
+                calls += n_calls
+                tokens += int(n_calls * (250 + 1.4 * words * min(per_call_passages, n)))
+            provider, _, model = spec.llm.partition(":")
+            cost = prices.cost(model, tokens, calls * 30) * experiment.repeats
+            rows.append(
+                {
+                    "dataset": golden.name,
+                    "pipeline": spec.name,
+                    "calls": calls * experiment.repeats,
+                    "prompt_tokens": tokens * experiment.repeats,
+                    "cost_usd": round(cost, 4),
+                    "priced": provider in ("sim", "local") or prices.known(model),
+                }
+            )
+    return rows
+
+
+def _progress(total: int, description: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, unit="q", leave=False, disable=None)
+
+
+def run_experiment(
+    experiment: Experiment,
+    out_dir: str | Path,
+    *,
+    factory: Callable[[PipelineSpec], Reranker] | None = None,
+    max_cost_usd: float | None = None,
+    progress: bool = True,
+) -> Iterator[RunResult]:
+    """Yield one finished ``RunResult`` per dataset × pipeline × repeat (written to ``out_dir``)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = DiskCache(experiment.cache_dir) if experiment.cache_dir else None
+    build = factory or (lambda spec: build_pipeline(spec, cache=cache))
+    prices = PriceTable()
+    spent = 0.0
+    for dataset_spec in experiment.datasets:
+        golden = load_dataset(dataset_spec.name, limit=dataset_spec.limit, depth=dataset_spec.depth)
+        for spec in experiment.pipelines:
+            reranker = build(spec)
+            for repeat in range(experiment.repeats):
+                result = RunResult({"dataset": golden.name, "pipeline": spec.to_dict(), "repeat": repeat})
+                checkpoint = out / (result.path_name.removesuffix(".json") + ".partial.jsonl")
+                done = _read_checkpoint(checkpoint)
+                bar = _progress(len(golden.queries), f"{golden.name} {spec.name}") if progress else None
+                with checkpoint.open("a", encoding="utf-8") as sink:
+                    for query in golden.queries:
+                        if query.qid in done:
+                            spent += done[query.qid]["cost_usd"]
+                        else:
+                            if max_cost_usd is not None and spent >= max_cost_usd:
+                                raise BudgetError(
+                                    f"stopped at ${spent:.4f}, the --max-cost cap (${max_cost_usd}); "
+                                    f"finished queries are saved in {checkpoint}, re-run to resume"
+                                )
+                            started = time.perf_counter()
+                            ranking = reranker.rerank(query.query, query.candidates)
+                            record = _query_record(query.qid, ranking, time.perf_counter() - started, prices)
+                            sink.write(json.dumps(record) + "\n")
+                            sink.flush()
+                            done[query.qid] = record
+                            spent += record["cost_usd"]
+                        if bar is not None:
+                            bar.update(1)
+                            bar.set_postfix(cost=f"${spent:.4f}")
+                if bar is not None:
+                    bar.close()
+                result.data.update(_summarise(experiment, golden, done, prices))
+                (out / result.path_name).write_text(json.dumps(result.data, indent=1) + "\n")
+                checkpoint.unlink()
+                yield result
+
+
+def _summarise(
+    experiment: Experiment,
+    golden: GoldenSet,
+    done: Mapping[str, Mapping[str, Any]],
+    prices: PriceTable,
+) -> dict[str, Any]:
+    records = [done[q.qid] for q in golden.queries]
+    run = {r["qid"]: r["run"] for r in records}
+    means, per_query = evaluate(golden.qrels, run, experiment.metrics, rel_threshold=golden.rel_threshold)
+    latencies = [r["latency_s"] for r in records]
+    repairs: dict[str, int] = {}
+    for record in records:
+        for key, count in record["repairs"].items():
+            repairs[key] = repairs.get(key, 0) + count
+    prompts = sorted({tuple(p) for r in records for p in r["prompts"]})
+    return {
+        "schema": SCHEMA,
+        "experiment": experiment.name,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": _git_commit(),
+        "queries": len(records),
+        "rel_threshold": golden.rel_threshold,
+        "metrics": means,
+        "per_query": {m: per_query[m] for m in experiment.metrics},
+        "calls": sum(r["calls"] for r in records),
+        "cache_hits": sum(r["cached_calls"] for r in records),
+        "prompt_tokens": sum(r["prompt_tokens"] for r in records),
+        "completion_tokens": sum(r["completion_tokens"] for r in records),
+        "cost_usd": round(sum(r["cost_usd"] for r in records), 6),
+        "price_table_date": prices.date,
+        "latency_p50_s": _percentile(latencies, 50),
+        "latency_p95_s": _percentile(latencies, 95),
+        "reasks": sum(r["reasks"] for r in records),
+        "repairs": repairs,
+        "degraded_queries": sum(1 for r in records if r["degraded"]),
+        "prompts": [{"ref": ref, "sha256": sha} for ref, sha in prompts],
+        "models": sorted({m for r in records for m in r["models"]}),
+    }
