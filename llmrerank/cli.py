@@ -311,6 +311,43 @@ def cache_clear(cache_dir: str | None, namespace: str | None) -> None:
     click.echo(f"removed {store.clear(namespace)} entries")
 
 
+@main.command()
+@click.option("--dataset", default="dl19", show_default=True, help="dl19, dl20, devkb or a folder.")
+@click.option("--queries", type=int, default=10, show_default=True, help="How many queries to run.")
+@click.option("--model", "-m", help="Default: OpenAI/Anthropic when a key is set, else local:.")
+@click.option("--strategy", "-s", default="listwise", show_default=True)
+@click.option(
+    "--narrow-with", default="dense:", show_default=True, help="dense:[MODEL] or cross-encoder:[MODEL]"
+)
+@click.option("--narrow-to", type=int, default=20, show_default=True)
+@click.option("--rubric", type=click.Path(exists=True, dir_okay=False))
+@click.option("--cache-dir", type=click.Path(file_okay=False))
+def demo(
+    dataset: str,
+    queries: int,
+    model: str | None,
+    strategy: str,
+    narrow_with: str,
+    narrow_to: int,
+    rubric: str | None,
+    cache_dir: str | None,
+) -> None:
+    """The hybrid cascade on a real golden set, with a before/after table."""
+    from .demo import run_demo
+
+    run_demo(
+        dataset=dataset,
+        queries=queries,
+        model=model,
+        strategy=strategy,
+        narrow_with=narrow_with,
+        narrow_to=narrow_to,
+        rubric=rubric,
+        cache_dir=cache_dir,
+        echo=click.echo,
+    )
+
+
 def _attach_optional_groups() -> None:
     try:
         from .evaluation.cli import eval_group
