@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from .base import Reranker
 from .cache import CacheMode, DiskCache
+from .cascade import Cascade, Stage, hybrid
+from .crossencoder import CrossEncoderReranker
+from .dense import BiEncoderReranker
 from .errors import (
     BackendError,
     BackendTimeoutError,
@@ -38,12 +41,15 @@ __all__ = [
     "DEFAULT_RUBRIC",
     "BackendError",
     "BackendTimeoutError",
+    "BiEncoderReranker",
     "BudgetError",
     "CacheError",
     "CacheMode",
     "CallRecord",
     "Candidate",
     "CandidateError",
+    "Cascade",
+    "CrossEncoderReranker",
     "DiskCache",
     "Grade",
     "LLMRerankError",
@@ -59,12 +65,14 @@ __all__ = [
     "Reranker",
     "Rubric",
     "RubricError",
+    "Stage",
     "StageReport",
     "StageTimeoutError",
     "TerminalBackendError",
     "TransientBackendError",
     "Usage",
     "UserError",
+    "hybrid",
     "list_prompts",
     "load_prompt",
 ]

@@ -141,10 +141,15 @@ def build_reranker(
 @click.option("--max-concurrency", type=int, default=8, show_default=True)
 @click.option(
     "--narrow-with",
-    "--cross-encoder",
     "narrow_with",
     multiple=True,
     help="Narrowing stage before the LLM: dense:[MODEL] or cross-encoder:[MODEL] (repeatable).",
+)
+@click.option(
+    "--cross-encoder",
+    "cross_encoders",
+    multiple=True,
+    help="Shorthand for --narrow-with cross-encoder:PATH_OR_NAME (runs after --narrow-with stages).",
 )
 @click.option("--narrow-to", type=int, multiple=True, help="Candidates each narrowing stage keeps.")
 @click.option("--llm-timeout", type=float, help="Seconds before the LLM stage falls back.")
@@ -163,6 +168,7 @@ def rerank(
     cache_mode: str,
     max_concurrency: int,
     narrow_with: tuple[str, ...],
+    cross_encoders: tuple[str, ...],
     narrow_to: tuple[int, ...],
     llm_timeout: float | None,
     bypass_llm: bool | None,
@@ -177,7 +183,7 @@ def rerank(
         rubric=rubric,
         cache=_cache(cache_dir, no_cache, cache_mode),
         max_concurrency=max_concurrency,
-        narrow_with=narrow_with,
+        narrow_with=narrow_with + tuple(f"cross-encoder:{name}" for name in cross_encoders),
         narrow_to=narrow_to,
         top_k=top_k,
         llm_timeout_s=llm_timeout,

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tenacity import (
@@ -307,13 +307,15 @@ class Driver:
         with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
             try:
                 batch = next(plan)
+                round_index = 0
                 while True:
                     if len(batch) == 1:
                         answers = [self.answer(batch[0])]
                     else:
                         answers = list(pool.map(self.answer, batch))
-                    records += [a.record for a in answers]
+                    records += [replace(a.record, round=round_index) for a in answers]
                     batch = plan.send(answers)
+                    round_index += 1
             except StopIteration as stop:
                 return stop.value, records
 
@@ -328,9 +330,11 @@ class Driver:
         async with self.backend.connected():
             try:
                 batch = next(plan)
+                round_index = 0
                 while True:
                     answers = list(await asyncio.gather(*(bounded(r) for r in batch)))
-                    records += [a.record for a in answers]
+                    records += [replace(a.record, round=round_index) for a in answers]
                     batch = plan.send(answers)
+                    round_index += 1
             except StopIteration as stop:
                 return stop.value, records

@@ -124,6 +124,8 @@ class CallRecord:
     latency_s: float
     cache_key: str
     repairs: Mapping[str, int] = field(default_factory=dict)
+    # which sequential round of its plan the call belonged to; calls of one round run concurrently
+    round: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -139,6 +141,7 @@ class CallRecord:
             "latency_s": round(self.latency_s, 6),
             "cache_key": self.cache_key,
             "repairs": dict(self.repairs),
+            "round": self.round,
         }
 
 
@@ -227,6 +230,11 @@ class Ranking(Sequence[RankedCandidate]):
         for call in self.calls:
             total = total + call.usage
         return total
+
+    @property
+    def rounds(self) -> int:
+        """Sequential LLM round trips: the latency floor with unlimited concurrency."""
+        return 1 + max(call.round for call in self.calls) if self.calls else 0
 
     @property
     def repaired(self) -> bool:

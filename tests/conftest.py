@@ -11,7 +11,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from llmrerank._assets import TREC_FILES, asset
-from llmrerank.backends import OpenAIBackend
+from llmrerank.backends import Backend, OpenAIBackend
 from llmrerank.testing import SimulatedJudge, WireServer
 
 
@@ -54,6 +54,6 @@ def dl19_judge_server() -> Iterator[WireServer]:
 
 
 @pytest.fixture
-def judge_backend(dl19_judge_server: WireServer) -> Iterator[OpenAIBackend]:
+def judge_backend(dl19_judge_server: WireServer) -> Iterator[Backend]:
     with OpenAIBackend("judge", base_url=dl19_judge_server.openai_base_url) as backend:
         yield backend

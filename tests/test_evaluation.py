@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -55,7 +55,7 @@ def test_the_project_golden_set_is_complete() -> None:
         assert max(golden.qrels[query.qid].values()) == 3
 
 
-def write_config(path: Path, pipelines: list[dict[str, object]], **extra: object) -> Path:
+def write_config(path: Path, pipelines: Sequence[Mapping[str, object]], **extra: object) -> Path:
     config = {
         "name": "t",
         "datasets": [{"name": "dl19", "limit": 4, "depth": 20}],

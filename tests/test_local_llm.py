@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from llmrerank.backends.local import LocalBackend
 from llmrerank.cascade import Cascade, Stage
 from llmrerank.local import LocalLLMServer, default_model_path
 from llmrerank.strategies import Listwise, Pairwise, Pointwise, Setwise, Strategy
+from llmrerank.types import CandidateLike, Ranking, as_candidates, ranking_from_order
 
 from .conftest import TrecQuery
 
@@ -106,17 +107,19 @@ def test_killing_the_server_mid_run_degrades_the_cascade(
         name = "killer"
         is_llm = False
 
-        def rerank(self, q: str, c: object, *, top_k: int | None = None) -> object:
-            from llmrerank.types import as_candidates, ranking_from_order
-
+        def rerank(
+            self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None
+        ) -> Ranking:
             assert doomed.pid is not None
             os.kill(doomed.pid, signal.SIGKILL)
-            return ranking_from_order(q, as_candidates(c), stage=self.name)  # type: ignore[arg-type]
+            return ranking_from_order(query, as_candidates(candidates), stage=self.name)
 
-        async def arerank(self, q: str, c: object, *, top_k: int | None = None) -> object:
-            return self.rerank(q, c)
+        async def arerank(
+            self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None
+        ) -> Ranking:
+            return self.rerank(query, candidates)
 
-    ranking = Cascade([Stage(KillFirst(), keep=3), Stage(llm)]).rerank(query, candidates)  # type: ignore[list-item]
+    ranking = Cascade([Stage(KillFirst(), keep=3), Stage(llm)]).rerank(query, candidates)
     doomed.stop()
     assert ranking.degraded
     assert "llm" in (ranking.degraded_reason or "")

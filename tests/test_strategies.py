@@ -67,11 +67,15 @@ def test_call_counts_match_theory(
     queries, _ = dl19
     query = queries[0]
     listwise = LLMReranker(judge_backend, strategy=Listwise(window=20, step=10))
-    assert len(listwise.rerank(query.query, query.candidates[:100]).calls) == 9
+    listwise_ranking = listwise.rerank(query.query, query.candidates[:100])
+    assert len(listwise_ranking.calls) == 9
+    assert listwise_ranking.rounds == 9  # each window waits for the one below it
     assert sliding_windows(100, 20, 10)[0] == (80, 100)
     assert sliding_windows(25, 20, 10) == [(5, 25), (0, 15)]
     allpairs = LLMReranker(judge_backend, strategy=Pairwise(method="allpairs"))
-    assert len(allpairs.rerank(query.query, query.candidates[:20]).calls) == 380
+    allpairs_ranking = allpairs.rerank(query.query, query.candidates[:20])
+    assert len(allpairs_ranking.calls) == 380
+    assert allpairs_ranking.rounds == 1  # every comparison is independent
     assert LLMReranker(judge_backend, strategy="pointwise").estimate_calls(50) == 50
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from .judge import SimulatedJudge
 from .server import Fault, Hang, Reply, WireRequest, WireResponse, WireServer, always, scripted
+from .sim import SimulatedBackend
 
 __all__ = [
     "Fault",
     "Hang",
     "Reply",
+    "SimulatedBackend",
     "SimulatedJudge",
     "WireRequest",
     "WireResponse",
