@@ -13,7 +13,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
@@ -213,20 +213,20 @@ class Driver:
         return Answer(parsed.value, record, parsed.repairs, logprobs)
 
     # -- one question ---------------------------------------------------------------
-    def answer(self, request: LLMRequest) -> Answer:
+    def _lookup(self, request: LLMRequest) -> tuple[str, float, Answer | None]:
         started = time.perf_counter()
         key = self.key(request)
-        cached = self._from_cache(request, key, started)
-        if cached is not None:
-            return cached
+        return key, started, self._from_cache(request, key, started)
+
+    def _exchange(
+        self, request: LLMRequest, key: str, started: float, attempts: list[int]
+    ) -> Generator[BackendRequest, BackendReply, Answer]:
+        """The conversation about one request, shared by the sync and async paths: yields
+        what to send, receives the reply, re-asks with the validation error (bounded)."""
         messages = request.rendered.messages()
         usage = Usage()
-        attempts = 0
         for reask in range(self.max_reasks + 1):
-            for attempt in self.retry.sync():
-                with attempt:
-                    attempts += 1
-                    reply = self.backend.complete(self._backend_request(request, messages))
+            reply = yield self._backend_request(request, messages)
             usage = usage + reply.usage
             try:
                 parsed = request.output.parse(reply.text)
@@ -239,7 +239,7 @@ class Driver:
                 key,
                 usage,
                 cached=False,
-                attempts=attempts,
+                attempts=attempts[0],
                 reasks=reask,
                 started=started,
                 repairs=parsed.repairs,
@@ -247,39 +247,43 @@ class Driver:
             return Answer(parsed.value, record, parsed.repairs, reply.logprobs)
         raise self._parse_error(request, reply)
 
+    def _fetch(self, request: LLMRequest, key: str, started: float) -> Answer:
+        attempts = [0]
+        exchange = self._exchange(request, key, started, attempts)
+        outgoing = next(exchange)
+        try:
+            while True:
+                for attempt in self.retry.sync():
+                    with attempt:
+                        attempts[0] += 1
+                        reply = self.backend.complete(outgoing)
+                outgoing = exchange.send(reply)
+        except StopIteration as done:
+            answer: Answer = done.value
+            return answer
+
+    async def _afetch(self, request: LLMRequest, key: str, started: float) -> Answer:
+        attempts = [0]
+        exchange = self._exchange(request, key, started, attempts)
+        outgoing = next(exchange)
+        try:
+            while True:
+                async for attempt in self.retry.asynchronous():
+                    with attempt:
+                        attempts[0] += 1
+                        reply = await self.backend.acomplete(outgoing)
+                outgoing = exchange.send(reply)
+        except StopIteration as done:
+            answer: Answer = done.value
+            return answer
+
+    def answer(self, request: LLMRequest) -> Answer:
+        key, started, cached = self._lookup(request)
+        return cached if cached is not None else self._fetch(request, key, started)
+
     async def aanswer(self, request: LLMRequest) -> Answer:
-        started = time.perf_counter()
-        key = self.key(request)
-        cached = self._from_cache(request, key, started)
-        if cached is not None:
-            return cached
-        messages = request.rendered.messages()
-        usage = Usage()
-        attempts = 0
-        for reask in range(self.max_reasks + 1):
-            async for attempt in self.retry.asynchronous():
-                with attempt:
-                    attempts += 1
-                    reply = await self.backend.acomplete(self._backend_request(request, messages))
-            usage = usage + reply.usage
-            try:
-                parsed = request.output.parse(reply.text)
-            except InvalidOutput as exc:
-                messages = self._note_invalid(request, reply, exc, reask)
-                continue
-            self._cache_set(key, reply)
-            record = self._record(
-                request,
-                key,
-                usage,
-                cached=False,
-                attempts=attempts,
-                reasks=reask,
-                started=started,
-                repairs=parsed.repairs,
-            )
-            return Answer(parsed.value, record, parsed.repairs, reply.logprobs)
-        raise self._parse_error(request, reply)
+        key, started, cached = self._lookup(request)
+        return cached if cached is not None else await self._afetch(request, key, started)
 
     def _note_invalid(
         self, request: LLMRequest, reply: BackendReply, exc: InvalidOutput, reask: int
@@ -304,28 +308,48 @@ class Driver:
     # -- whole plans ----------------------------------------------------------------
     def run(self, plan: Plan) -> tuple[Outcome, list[CallRecord]]:
         records: list[CallRecord] = []
-        with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
-            try:
-                batch = next(plan)
-                round_index = 0
-                while True:
-                    if len(batch) == 1:
-                        answers = [self.answer(batch[0])]
-                    else:
-                        answers = list(pool.map(self.answer, batch))
-                    records += [replace(a.record, round=round_index) for a in answers]
-                    batch = plan.send(answers)
-                    round_index += 1
-            except StopIteration as stop:
-                return stop.value, records
+        pool: ThreadPoolExecutor | None = None
+        try:
+            batch = next(plan)
+            round_index = 0
+            while True:
+                # cache hits are answered here; only misses go to worker threads
+                looked_up = [self._lookup(request) for request in batch]
+                misses = [i for i, (_, _, hit) in enumerate(looked_up) if hit is None]
+                answers: list[Answer | None] = [hit for _, _, hit in looked_up]
+                if len(misses) == 1:
+                    key, started, _ = looked_up[misses[0]]
+                    answers[misses[0]] = self._fetch(batch[misses[0]], key, started)
+                elif misses:
+                    pool = pool or ThreadPoolExecutor(max_workers=self.max_concurrency)
+                    fetched = pool.map(
+                        self._fetch,
+                        [batch[i] for i in misses],
+                        [looked_up[i][0] for i in misses],
+                        [looked_up[i][1] for i in misses],
+                    )
+                    for i, answer in zip(misses, fetched, strict=True):
+                        answers[i] = answer
+                done = [a for a in answers if a is not None]
+                records += [replace(a.record, round=round_index) for a in done]
+                batch = plan.send(done)
+                round_index += 1
+        except StopIteration as stop:
+            return stop.value, records
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
 
     async def arun(self, plan: Plan) -> tuple[Outcome, list[CallRecord]]:
         records: list[CallRecord] = []
         semaphore = asyncio.Semaphore(self.max_concurrency)
 
         async def bounded(request: LLMRequest) -> Answer:
+            key, started, cached = self._lookup(request)
+            if cached is not None:
+                return cached
             async with semaphore:
-                return await self.aanswer(request)
+                return await self._afetch(request, key, started)
 
         async with self.backend.connected():
             try:

@@ -40,15 +40,17 @@ def _sdk_sync(client: OpenAI, messages: list[list[dict[str, str]]]) -> float:
     return time.perf_counter() - started
 
 
-async def _sdk_async(client: AsyncOpenAI, messages: list[list[dict[str, str]]]) -> float:
+async def _sdk_async(base_url: str, messages: list[list[dict[str, str]]]) -> float:
+    """A fresh client per event loop, as the toolkit does: an async client cannot outlive its loop."""
     semaphore = asyncio.Semaphore(8)
-
-    async def one(m: list[dict[str, str]]) -> None:
-        async with semaphore:
-            await client.chat.completions.create(model="m", messages=m)  # type: ignore[arg-type]
-
     started = time.perf_counter()
-    await asyncio.gather(*(one(m) for m in messages))
+    async with AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0) as client:
+
+        async def one(m: list[dict[str, str]]) -> None:
+            async with semaphore:
+                await client.chat.completions.create(model="m", messages=m)  # type: ignore[arg-type]
+
+        await asyncio.gather(*(one(m) for m in messages))
     return time.perf_counter() - started
 
 
@@ -65,7 +67,6 @@ def main() -> None:
         reranker.rerank("what causes memory leaks?", PASSAGES)
         messages = [request.body["messages"] for request in server.requests]
         client = OpenAI(base_url=server.openai_base_url, api_key="x", max_retries=0)
-        aclient = AsyncOpenAI(base_url=server.openai_base_url, api_key="x", max_retries=0)
 
         rows: dict[str, list[float]] = {
             k: []
@@ -83,7 +84,7 @@ def main() -> None:
             started = time.perf_counter()
             reranker.rerank("what causes memory leaks?", PASSAGES)
             rows["llmrerank_sync"].append(time.perf_counter() - started)
-            rows["sdk_async"].append(asyncio.run(_sdk_async(aclient, messages)))
+            rows["sdk_async"].append(asyncio.run(_sdk_async(server.openai_base_url, messages)))
             started = time.perf_counter()
             asyncio.run(reranker.arerank("what causes memory leaks?", PASSAGES))
             rows["llmrerank_async"].append(time.perf_counter() - started)
