@@ -24,6 +24,7 @@ from typing import Any
 
 from .base import Reranker
 from .errors import LLMRerankError, StageTimeoutError, UserError
+from .pricing import PriceTable
 from .types import (
     CallRecord,
     Candidate,
@@ -63,7 +64,7 @@ class Stage:
         return bool(getattr(self.reranker, "is_llm", False))
 
 
-def _price(calls: Sequence[CallRecord]) -> Usage:
+def _usage(calls: Sequence[CallRecord]) -> Usage:
     total = Usage()
     for call in calls:
         total = total + call.usage
@@ -83,7 +84,8 @@ def _margin(ranking: Ranking, stage: str) -> float | None:
 
 class Cascade:
     """A ``Reranker`` made of stages. ``stats`` counts requests, degraded results and how
-    often confidence routing (``skip_margin``) skipped the LLM."""
+    often confidence routing (``skip_margin``) skipped the LLM; ``prices`` turns each
+    stage's tokens into ``StageReport.cost_usd``."""
 
     is_llm = False
 
@@ -94,6 +96,7 @@ class Cascade:
         trace: str | os.PathLike[str] | None = None,
         bypass_llm: bool | None = None,
         skip_margin: float | None = None,
+        prices: PriceTable | None = None,
         name: str = "cascade",
     ) -> None:
         if not stages:
@@ -102,6 +105,7 @@ class Cascade:
         self.trace = Path(trace) if trace else None
         self._bypass = bypass_llm
         self.skip_margin = skip_margin
+        self.prices = prices or PriceTable()
         self.name = name
         self.stats = {"requests": 0, "degraded": 0, "llm_skipped_by_margin": 0, "llm_bypassed": 0}
         self._trace_lock = threading.Lock()
@@ -316,7 +320,8 @@ class _RunState:
                 name=stage.label,
                 kept=kept,
                 latency_s=latency,
-                usage=_price(stage_calls),
+                usage=_usage(stage_calls),
+                cost_usd=cascade.prices.cost_of(stage_calls),
                 calls=len(stage_calls),
                 skipped=skip is not None,
                 degraded_reason=error or skip,

@@ -13,6 +13,7 @@ from llmrerank import LLMReranker, ParseError, UserError
 from llmrerank.backends import OpenAIBackend
 from llmrerank.cascade import Cascade, Stage, hybrid
 from llmrerank.driver import RetryPolicy
+from llmrerank.pricing import PriceTable
 from llmrerank.testing import Fault, Hang, WireServer, always, scripted
 from llmrerank.types import CandidateLike, Ranking, as_candidates, ranking_from_scores
 
@@ -58,6 +59,29 @@ def test_stages_narrow_and_the_rest_stay_below_in_previous_order() -> None:
     assert ranking.stages[1].usage.prompt_tokens > 0
     assert not ranking.degraded
     assert len(cascade.rerank("q", PASSAGES, top_k=4)) == 4
+
+
+def test_each_stage_reports_its_cost_from_the_price_table(tmp_path: Path) -> None:
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("date: 2026-11-25\nmodels:\n  m: {input: 2.0, output: 8.0}\n")
+    with WireServer(always('{"ranking": ["2", "1", "3"]}')) as server:
+        cascade = Cascade(
+            [Stage(ByNumber(), keep=3), Stage(llm(server, strategy="listwise"))], prices=PriceTable(prices)
+        )
+        local, llm_stage = cascade.rerank("q", PASSAGES).stages
+    tokens = llm_stage.usage
+    assert tokens.prompt_tokens > 0
+    assert local.cost_usd == 0.0
+    assert llm_stage.cost_usd == pytest.approx(
+        (2.0 * tokens.prompt_tokens + 8.0 * tokens.completion_tokens) / 1e6
+    )
+
+
+def test_a_malformed_price_table_is_a_user_error(tmp_path: Path) -> None:
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("models:\n  m: {input: cheap}\n")
+    with pytest.raises(UserError, match="price table"):
+        PriceTable(prices)
 
 
 @pytest.mark.parametrize(

@@ -39,7 +39,7 @@ def run_command(config: str, out_dir: str | None, dry_run: bool, max_cost: float
                 f"prompt tokens ~{row['prompt_tokens']:>10,}  ${row['cost_usd']:.4f}{priced}"
             )
             total += row["cost_usd"]
-        click.echo(f"estimated total ${total:.4f} (prices: evals/prices.yaml)")
+        click.echo(f"estimated total ${total:.4f} (prices: llmrerank/prices.yaml or $LLMRERANK_PRICES)")
         return
     out = Path(out_dir or Path("evals/runs") / experiment.name)
     try:

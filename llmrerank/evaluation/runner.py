@@ -22,15 +22,15 @@ from .._assets import REPO_ROOT
 from ..base import Reranker
 from ..cache import DiskCache
 from ..errors import BudgetError, UserError
+from ..pricing import PriceTable
 from ..types import Ranking
 from .datasets import GoldenSet, load_dataset
 from .metrics import DEFAULT_METRICS, evaluate
 from .pipelines import PipelineSpec, build_pipeline, expand_pipelines
 
-__all__ = ["Experiment", "PriceTable", "RunResult", "estimate", "load_experiment", "run_experiment"]
+__all__ = ["Experiment", "RunResult", "estimate", "load_experiment", "run_experiment"]
 
 SCHEMA = "llmrerank.eval/1"
-PRICES = REPO_ROOT / "evals" / "prices.yaml"
 
 
 @dataclass(frozen=True)
@@ -75,24 +75,6 @@ def load_experiment(path: str | Path) -> Experiment:
     )
 
 
-class PriceTable:
-    """USD per million tokens, from ``evals/prices.yaml`` (dated; edit it when prices move)."""
-
-    def __init__(self, path: str | Path = PRICES) -> None:
-        data = yaml.safe_load(Path(path).read_text("utf-8")) if Path(path).exists() else {}
-        self.date = str(data.get("date", "unknown"))
-        self.models: dict[str, dict[str, float]] = data.get("models", {})
-
-    def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
-        price = self.models.get(model)
-        if price is None:
-            return 0.0
-        return (prompt_tokens * price["input"] + completion_tokens * price["output"]) / 1e6
-
-    def known(self, model: str) -> bool:
-        return model in self.models
-
-
 @dataclass
 class RunResult:
     """One dataset × pipeline × repeat; serialises to the versioned results JSON."""
@@ -133,7 +115,7 @@ def _percentile(values: Sequence[float], q: float) -> float:
 
 def _query_record(qid: str, ranking: Ranking, latency: float, prices: PriceTable) -> dict[str, Any]:
     calls = ranking.calls
-    cost = sum(prices.cost(c.model, c.usage.prompt_tokens, c.usage.completion_tokens) for c in calls)
+    cost = prices.cost_of(calls)
     return {
         "qid": qid,
         "run": {item.id: item.score for item in ranking},

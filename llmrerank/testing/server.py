@@ -328,6 +328,8 @@ class WireServer:
         class _Server(ThreadingHTTPServer):
             daemon_threads = True
             block_on_close = False
+            # the default listen backlog (5) refuses connections under a concurrent burst
+            request_queue_size = 256
 
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="wire-server", daemon=True)
