@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -191,6 +191,31 @@ class Cascade:
             for i, c in enumerate(items)
         ]
 
+    def _walk(
+        self, query: str, candidates: Sequence[CandidateLike], top_k: int | None
+    ) -> Generator[tuple[Stage, list[Candidate]], Ranking, Ranking]:
+        """The cascade's logic, shared by sync and async: yields each stage to run with its
+        inputs and receives its ranking, or the error it raised (thrown in)."""
+        current = self._start(query, candidates)
+        state = _RunState()
+        previous: str | None = None
+        for stage in self.stages:
+            inputs = [item.candidate for item in current]
+            skip = self._skip_reason(stage, current, previous)
+            started = time.perf_counter()
+            result: Ranking | None = None
+            error: str | None = None
+            if skip is None and inputs:
+                try:
+                    result = yield stage, inputs
+                except LLMRerankError as exc:
+                    if not stage.fallback:
+                        raise
+                    error = f"stage {stage.label!r}: {exc}"
+            current = state.record(self, stage, current, inputs, result, skip, error, started)
+            previous = stage.label
+        return self._finish(query, *state.totals(current), top_k)
+
     # -- sync ------------------------------------------------------------------------
     def _run_stage_sync(self, stage: Stage, query: str, inputs: list[Candidate]) -> Ranking:
         if stage.timeout_s is None:
@@ -205,53 +230,43 @@ class Cascade:
             pool.shutdown(wait=False, cancel_futures=True)
 
     def rerank(self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None) -> Ranking:
-        current = self._start(query, candidates)
-        state = _RunState()
-        previous: str | None = None
-        for stage in self.stages:
-            inputs = [item.candidate for item in current]
-            skip = self._skip_reason(stage, current, previous)
-            started = time.perf_counter()
-            result: Ranking | None = None
-            error: str | None = None
-            if skip is None and inputs:
+        walk = self._walk(query, candidates, top_k)
+        try:
+            stage, inputs = next(walk)
+            while True:
                 try:
                     result = self._run_stage_sync(stage, query, inputs)
                 except LLMRerankError as exc:
-                    if not stage.fallback:
-                        raise
-                    error = f"stage {stage.label!r}: {exc}"
-            current = state.record(self, stage, current, inputs, result, skip, error, started)
-            previous = stage.label
-        return self._finish(query, *state.totals(current), top_k)
+                    stage, inputs = walk.throw(exc)
+                else:
+                    stage, inputs = walk.send(result)
+        except StopIteration as done:
+            ranking: Ranking = done.value
+            return ranking
 
     # -- async -----------------------------------------------------------------------
+    async def _run_stage_async(self, stage: Stage, query: str, inputs: list[Candidate]) -> Ranking:
+        try:
+            return await asyncio.wait_for(stage.reranker.arerank(query, inputs), stage.timeout_s)
+        except asyncio.TimeoutError:
+            raise StageTimeoutError(f"timeout after {stage.timeout_s}s") from None
+
     async def arerank(
         self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None
     ) -> Ranking:
-        current = self._start(query, candidates)
-        state = _RunState()
-        previous: str | None = None
-        for stage in self.stages:
-            inputs = [item.candidate for item in current]
-            skip = self._skip_reason(stage, current, previous)
-            started = time.perf_counter()
-            result: Ranking | None = None
-            error: str | None = None
-            if skip is None and inputs:
+        walk = self._walk(query, candidates, top_k)
+        try:
+            stage, inputs = next(walk)
+            while True:
                 try:
-                    result = await asyncio.wait_for(stage.reranker.arerank(query, inputs), stage.timeout_s)
-                except asyncio.TimeoutError:
-                    if not stage.fallback:
-                        raise StageTimeoutError(f"timeout after {stage.timeout_s}s") from None
-                    error = f"stage {stage.label!r}: timeout after {stage.timeout_s}s"
+                    result = await self._run_stage_async(stage, query, inputs)
                 except LLMRerankError as exc:
-                    if not stage.fallback:
-                        raise
-                    error = f"stage {stage.label!r}: {exc}"
-            current = state.record(self, stage, current, inputs, result, skip, error, started)
-            previous = stage.label
-        return self._finish(query, *state.totals(current), top_k)
+                    stage, inputs = walk.throw(exc)
+                else:
+                    stage, inputs = walk.send(result)
+        except StopIteration as done:
+            ranking: Ranking = done.value
+            return ranking
 
     # -- trace -----------------------------------------------------------------------
     def _write_trace(self, ranking: Ranking) -> None:

@@ -323,7 +323,10 @@ def cache_clear(cache_dir: str | None, namespace: str | None) -> None:
 @click.option("--model", "-m", help="Default: OpenAI/Anthropic when a key is set, else local:.")
 @click.option("--strategy", "-s", default="listwise", show_default=True)
 @click.option(
-    "--narrow-with", default="dense:", show_default=True, help="dense:[MODEL] or cross-encoder:[MODEL]"
+    "--narrow-with",
+    default="auto",
+    show_default=True,
+    help="dense:[MODEL], cross-encoder:[MODEL], or auto: the local stage that scores best on the dataset.",
 )
 @click.option("--narrow-to", type=int, default=20, show_default=True)
 @click.option("--rubric", type=click.Path(exists=True, dir_okay=False))

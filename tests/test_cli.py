@@ -181,7 +181,11 @@ def test_the_demo_prints_every_stage_it_ran(tmp_path: Path) -> None:
     table = run_demo(
         dataset="dl19", queries=2, model="sim:dl19", cache_dir=str(tmp_path / "cache"), echo=lines.append
     )
-    assert [row["stage"].split()[0] for row in table] == ["BM25", "cross-encoder", "dense", "cascade:"]
+    assert [row["stage"].split()[0] for row in table] == ["BM25", "dense", "cross-encoder", "cascade:"]
+    _, dense, cross_encoder, _ = table
+    assert dense["ndcg@10"] > cross_encoder["ndcg@10"]  # measured on these queries, so dense narrows
+    assert table[-1]["stage"].startswith("cascade: dense")
+    assert any("narrowing with dense" in line for line in lines)
     cascade = table[-1]
     assert cascade["calls"] == 2  # one listwise window of 20 a query
     assert cascade["degraded"] == 0
