@@ -48,7 +48,7 @@ def test_scifact_loads_with_bm25_as_the_first_stage() -> None:
 
 def test_the_project_golden_set_is_complete() -> None:
     golden = load_dataset("devkb")
-    assert len(golden.queries) >= 20
+    assert len(golden.queries) == 36
     for query in golden.queries:
         assert query.qid in golden.qrels
         assert set(golden.qrels[query.qid]) == {c.id for c in query.candidates}
