@@ -85,7 +85,8 @@ def _margin(ranking: Ranking, stage: str) -> float | None:
 class Cascade:
     """A ``Reranker`` made of stages. ``stats`` counts requests, degraded results and how
     often confidence routing (``skip_margin``) skipped the LLM; ``prices`` turns each
-    stage's tokens into ``StageReport.cost_usd``."""
+    stage's tokens into ``StageReport.cost_usd``; ``top_k`` trims results when ``rerank``
+    is given none (the trace always records the full ranking)."""
 
     is_llm = False
 
@@ -97,6 +98,7 @@ class Cascade:
         bypass_llm: bool | None = None,
         skip_margin: float | None = None,
         prices: PriceTable | None = None,
+        top_k: int | None = None,
         name: str = "cascade",
     ) -> None:
         if not stages:
@@ -106,6 +108,7 @@ class Cascade:
         self._bypass = bypass_llm
         self.skip_margin = skip_margin
         self.prices = prices or PriceTable()
+        self.top_k = top_k
         self.name = name
         self.stats = {"requests": 0, "degraded": 0, "llm_skipped_by_margin": 0, "llm_bypassed": 0}
         self._trace_lock = threading.Lock()
@@ -175,7 +178,7 @@ class Cascade:
         )
         if self.trace is not None:
             self._write_trace(ranking)
-        return ranking.trimmed(top_k)
+        return ranking.trimmed(top_k if top_k is not None else self.top_k)
 
     def _start(self, query: str, candidates: Sequence[CandidateLike]) -> list[RankedCandidate]:
         items = as_candidates(candidates)
@@ -397,5 +400,5 @@ def hybrid(
         Stage(parse_stage_spec(n) if isinstance(n, str) else n, keep=keep)
         for n, keep in zip(narrowers, keeps, strict=True)
     ]
-    stages.append(Stage(llm, keep=top_k, timeout_s=llm_timeout_s))
-    return Cascade(stages, trace=trace, bypass_llm=bypass_llm, skip_margin=skip_margin)
+    stages.append(Stage(llm, timeout_s=llm_timeout_s))
+    return Cascade(stages, trace=trace, bypass_llm=bypass_llm, skip_margin=skip_margin, top_k=top_k)

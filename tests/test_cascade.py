@@ -172,6 +172,8 @@ def test_hybrid_builds_several_narrowing_stages() -> None:
         cascade = hybrid(llm(server), narrow_with=[ByNumber("a"), ByNumber("b")], narrow_to=[6, 3], top_k=2)
         ranking = cascade.rerank("q", PASSAGES)
         assert len(server.requests) == 3
-    assert [s.kept for s in ranking.stages] == [6, 3, 2]
+    assert [s.kept for s in ranking.stages] == [6, 3, 3]
+    assert ranking.ids() == ["d9", "d8"]  # top_k trims the result
+    assert len(cascade.rerank("q", PASSAGES, top_k=7)) == 7
     with pytest.raises(UserError, match="narrow_to"):
         hybrid(ByNumber("llm"), narrow_with=[ByNumber(), ByNumber()], narrow_to=[5])
