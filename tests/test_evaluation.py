@@ -24,7 +24,7 @@ from llmrerank.evaluation import (
     run_experiment,
     write_report,
 )
-from llmrerank.evaluation.pipelines import PipelineSpec
+from llmrerank.evaluation.pipelines import PipelineSpec, expand_pipelines
 from llmrerank.prompts import builtin_prompts_dir
 from llmrerank.types import CandidateLike, Ranking, as_candidates, ranking_from_order
 
@@ -189,3 +189,19 @@ def test_build_pipeline_validates_stage_counts() -> None:
     with pytest.raises(Exception, match="one narrow_to per narrow_with"):
         build_pipeline(PipelineSpec("x", narrow_with=("dense:",), narrow_to=(10, 5)))
     assert json.dumps(PipelineSpec("x").to_dict())
+
+
+def test_list_axes_expand_and_a_null_means_the_default() -> None:
+    specs = expand_pipelines(
+        {
+            "name": "p",
+            "llm": "sim:dl19",
+            "rubric": [None, "evals/rubrics/support-kb.yaml"],
+            "max_concurrency": 2,
+        }
+    )
+    assert [(s.name, s.rubric) for s in specs] == [
+        ("p[default]", None),
+        ("p[support-kb]", "evals/rubrics/support-kb.yaml"),
+    ]
+    assert {s.max_concurrency for s in specs} == {2}

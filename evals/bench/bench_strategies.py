@@ -2,7 +2,7 @@
 
 Laid out like the efficiency table of the Setwise paper (Zhuang et al., SIGIR 2024): LLM
 calls, prompt and completion tokens, sequential rounds and wall time per query, plus
-nDCG@10 with the simulated judge at 0% and 10% noise.
+nDCG@10 with the simulated judge at 0%, 10% and 30% noise.
 
 * Timing: a local wire-format server that answers every request after a fixed delay
   (default 100 ms, a fast hosted model), the real OpenAI SDK, one query; sequential
@@ -107,16 +107,18 @@ def markdown(result: dict[str, object]) -> str:
     assert isinstance(rows, list)
     lines = [
         "| method | calls | prompt tok | completion tok | rounds | wall seq (s) | wall ×16 (s) "
-        "| nDCG@10 0% | nDCG@10 10% |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| nDCG@10 0% | nDCG@10 10% | nDCG@10 30% |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for row in rows:
         seq = f"{row['wall_sequential_s']:.1f}" if row["wall_sequential_s"] is not None else "—"
-        q0 = f"{row['ndcg10_noise0']:.4f}" if row["ndcg10_noise0"] is not None else "not run"
-        q1 = f"{row['ndcg10_noise10']:.4f}" if row["ndcg10_noise10"] is not None else "not run"
+        q0, q1, q3 = (
+            f"{row[key]:.4f}" if row[key] is not None else "not run"
+            for key in ("ndcg10_noise0", "ndcg10_noise10", "ndcg10_noise30")
+        )
         lines.append(
             f"| {row['method']} | {row['calls']} | {row['prompt_tokens']:,} | {row['completion_tokens']:,} "
-            f"| {row['rounds']} | {seq} | {row['wall_concurrent_s']:.1f} | {q0} | {q1} |"
+            f"| {row['rounds']} | {seq} | {row['wall_concurrent_s']:.1f} | {q0} | {q1} | {q3} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -150,6 +152,7 @@ def main() -> None:
             "wall_concurrent_s": round(concurrent["wall_s"], 2),
             "ndcg10_noise0": round(quality(method.strategy, golden, 0.0), 4) if scored else None,
             "ndcg10_noise10": round(quality(method.strategy, golden, 0.1), 4) if scored else None,
+            "ndcg10_noise30": round(quality(method.strategy, golden, 0.3), 4) if scored else None,
         }
         print(json.dumps(row), flush=True)
         rows.append(row)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import PurePath
 from typing import Any
 
 from ..base import Reranker
@@ -56,6 +57,12 @@ class PipelineSpec:
         }
 
 
+def _axis_label(axis: str, value: Any) -> str:
+    if value is None:
+        return "default"
+    return PurePath(value).stem if axis == "rubric" else str(value)
+
+
 def expand_pipelines(raw: Mapping[str, Any]) -> list[PipelineSpec]:
     """A pipeline whose ``llm``, ``prompt``, ``rubric`` or ``strategy`` is a list becomes one
     configuration per combination (prompt versions × models × rubrics)."""
@@ -64,9 +71,11 @@ def expand_pipelines(raw: Mapping[str, Any]) -> list[PipelineSpec]:
     specs = []
     for combo in itertools.product(*(options[a] for a in axes)):
         chosen = dict(zip(axes, combo, strict=True))
-        varied = [f"{v}" for a, v in chosen.items() if isinstance(raw.get(a), list)]
+        varied = [_axis_label(a, v) for a, v in chosen.items() if isinstance(raw.get(a), list)]
         name = raw["name"] + (f"[{','.join(varied)}]" if varied else "")
-        values = {**raw, **{k: v for k, v in chosen.items() if v is not None}, "name": name}
+        fixed = {k: v for k, v in raw.items() if k not in axes}
+        # a null in a list means the default (no rubric: the built-in one, no prompt: the newest)
+        values = {**fixed, **{k: v for k, v in chosen.items() if v is not None}, "name": name}
         specs.append(PipelineSpec.from_config(values))
     return specs
 
