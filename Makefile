@@ -7,7 +7,7 @@ export CMAKE_ARGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_
 export LLAMA_CPP_BUILD_JOBS ?= 2
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup lint typecheck test demo bench format clean
+.PHONY: setup lint typecheck test demo bench reports format clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -34,6 +34,9 @@ demo: setup
 
 bench: setup
 	$(PY) evals/bench/run_all.py
+
+reports: setup
+	evals/make_reports.sh
 
 format: setup
 	$(VENV)/bin/ruff format llmrerank tests evals

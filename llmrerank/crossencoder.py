@@ -8,17 +8,15 @@ in ``Ranking.truncated``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import os
-import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 from ._assets import assets_dir
-from ._devices import import_sentence_transformers, resolve_device
+from ._local_model import LocalModelStage
 from .types import Candidate, CandidateLike, Ranking, as_candidates, ranking_from_scores
 
 __all__ = ["CrossEncoderReranker", "default_cross_encoder"]
@@ -44,13 +42,13 @@ def default_cross_encoder() -> str:
     return str(offline) if offline.is_dir() else HUB_DEFAULT
 
 
-class CrossEncoderReranker:
+class CrossEncoderReranker(LocalModelStage):
     """``CrossEncoderReranker("BAAI/bge-reranker-v2-m3")``; a path or a hub name.
 
     ``device="auto"`` picks CUDA (half precision), then MPS, then CPU.
     """
 
-    is_llm = False
+    kind = "cross-encoder"
 
     def __init__(
         self,
@@ -61,29 +59,11 @@ class CrossEncoderReranker:
         max_length: int | None = None,
         name: str = "cross-encoder",
     ) -> None:
-        self.model_name = model or default_cross_encoder()
-        self.device = device
-        self.batch_size = batch_size
+        super().__init__(model or default_cross_encoder(), device=device, batch_size=batch_size, name=name)
         self.max_length = max_length
-        self.name = name
-        self._model: Any = None
-        self._lock = threading.Lock()
 
-    def __repr__(self) -> str:
-        return f"CrossEncoderReranker({self.model_name!r}, device={self.device!r})"
-
-    @property
-    def model(self) -> Any:
-        with self._lock:
-            if self._model is None:
-                st = import_sentence_transformers()
-                device = resolve_device(self.device)
-                model = st.CrossEncoder(self.model_name, device=device, max_length=self.max_length)
-                if device == "cuda":
-                    model.half()
-                self._model = model
-                logger.info("loaded cross-encoder %s on %s", self.model_name, device)
-            return self._model
+    def _load(self, sentence_transformers: Any, device: str) -> Any:
+        return sentence_transformers.CrossEncoder(self.model_name, device=device, max_length=self.max_length)
 
     @property
     def effective_max_length(self) -> int:
@@ -115,8 +95,6 @@ class CrossEncoderReranker:
         return [float(x) for x in logits]
 
     def _rank(self, query: str, items: list[Candidate], top_k: int | None) -> Ranking:
-        if not items:
-            return Ranking(query=query, items=())
         logits = self.score(query, items)
         ranking = ranking_from_scores(
             query,
@@ -136,12 +114,3 @@ class CrossEncoderReranker:
             for item in ranking.items
         )
         return replace(ranking, items=with_probs).trimmed(top_k)
-
-    def rerank(self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None) -> Ranking:
-        return self._rank(query, as_candidates(candidates), top_k)
-
-    async def arerank(
-        self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None
-    ) -> Ranking:
-        items = as_candidates(candidates)
-        return await asyncio.to_thread(self._rank, query, items, top_k)

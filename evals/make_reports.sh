@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Re-runs every evaluation whose numbers the README and evals/README.md quote, and writes
+# evals/reports/. `make reports` runs it. LLM answers and dense embeddings go through the
+# cache in .cache/eval, so a second run is cheap and an interrupted run resumes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LLMRERANK=${LLMRERANK:-.venv/bin/llmrerank}
+export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
+R=evals/reports
+
+run() {  # config, output folder
+  rm -rf "$2/results"
+  "$LLMRERANK" eval run "$1" --out "$2/results"
+}
+
+# 1. Local stages alone over the BM25 top-100 of DL19 and DL20 (bi-encoder, cross-encoder).
+run evals/configs/local-stages.yaml $R/local-stages
+for ds in dl19 dl20; do
+  "$LLMRERANK" eval report $R/local-stages/results/${ds}__bm25__r0.json \
+    $R/local-stages/results/${ds}__dense__r0.json $R/local-stages/results/${ds}__cross-encoder__r0.json \
+    --out $R/local-stages/$ds --title "Local stages on TREC DL ${ds#dl}: BM25 top-100 reranked"
+done
+
+# 2. Every LLM strategy with the simulated judge (10% noise) on DL19, beside the local stages,
+#    plus the depth sweep.
+run evals/configs/dl19-strategies.yaml $R/dl19-strategies
+rm -rf $R/dl19-strategies/sweep
+"$LLMRERANK" eval sweep evals/configs/sweep-dl19.yaml --out $R/dl19-strategies/sweep
+S=$R/dl19-strategies/results
+"$LLMRERANK" eval report $S/dl19__bm25__r0.json $S/dl19__cross-encoder__r0.json $S/dl19__dense__r0.json \
+  $S/dl19__pointwise__r0.json $S/dl19__listwise__r0.json $S/dl19__pairwise-heapsort__r0.json \
+  $S/dl19__setwise__r0.json $S/dl19__cross-encoder-20-listwise__r0.json $S/dl19__dense-20-listwise__r0.json \
+  --sweep $R/dl19-strategies/sweep/sweep.json --out $R/dl19-strategies \
+  --title "TREC DL 2019: BM25, local stages and every LLM strategy (simulated judge, 10% noise)" \
+  --notes "The LLM rows use the simulated judge (answers from the qrels, wrong 10% of the time), not a real LLM: they show what each strategy makes of a good judge and what it costs in calls."
+
+# 3. The hybrid cascade as apps run it: BM25 top-50 → local stage → 20 → LLM.
+run evals/configs/cascade-dl19.yaml $R/cascade-dl19
+C=$R/cascade-dl19/results
+"$LLMRERANK" eval report $C/dl19__bm25__r0.json $C/dl19__dense__r0.json $C/dl19__cross-encoder__r0.json \
+  $C/dl19__listwise-alone__r0.json $C/dl19__cross-encoder-20-listwise__r0.json \
+  $C/dl19__dense-20-listwise__r0.json $C/dl19__dense-20-pointwise__r0.json \
+  --out $R/cascade-dl19 --title "TREC DL 2019 cascade: BM25 top-50 → local stage → 20 → LLM (simulated judge, 10% noise)"
+
+# 4. The regression gate: the dense cascade against the cross-encoder cascade, gated on nDCG@10.
+#    Exits 1 when the candidate is worse by more than 0.01; the output is kept either way.
+set +e
+"$LLMRERANK" eval compare $C/dl19__dense-20-listwise__r0.json $C/dl19__cross-encoder-20-listwise__r0.json \
+  --fail-if-worse ndcg@10:0.01 > $R/cascade-dl19/gate.txt 2>&1
+echo "exit code $?" >> $R/cascade-dl19/gate.txt
+set -e
+
+# 5. The shipped golden set with the real local LLM (slow on a CPU: about 10 minutes cold).
+run evals/configs/devkb-local.yaml $R/devkb-local
+D=$R/devkb-local/results
+"$LLMRERANK" eval report $D/devkb__first-stage__r0.json $D/devkb__dense__r0.json \
+  $D/devkb__pointwise-default-__r0.json $D/devkb__pointwise-support-kb-__r0.json \
+  $D/devkb__listwise__r0.json --out $R/devkb-local \
+  --title "devkb with the local Qwen2.5-Coder-0.5B: rubrics × strategies"
