@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import weakref
 from typing import Any
 
 from ..errors import UserError
@@ -52,16 +51,13 @@ class AnthropicBackend(Backend):
                 raise UserError("AnthropicBackend needs ANTHROPIC_API_KEY or api_key=")
         self.timeout_s = timeout_s
         self.structured_output = structured_output
-        client_args: dict[str, Any] = {
-            "api_key": api_key,
-            "base_url": self.base_url,
-            "max_retries": 0,
-            "timeout": timeout_s,
-        }
-        self._client = anthropic.Anthropic(**client_args)
-        # sockets are closed even when a caller forgets close()
-        weakref.finalize(self, self._client.close)
-        self._client_args = client_args
+        self._open_clients(
+            anthropic.Anthropic,
+            anthropic.AsyncAnthropic,
+            api_key=api_key,
+            base_url=self.base_url,
+            timeout=timeout_s,
+        )
 
     def identity(self) -> dict[str, Any]:
         identity = super().identity()
@@ -128,9 +124,3 @@ class AnthropicBackend(Backend):
         except self._sdk.AnthropicError as exc:
             raise translate_sdk_error(exc, self._sdk, self.provider) from exc
         return self._reply(message)
-
-    def _new_async_client(self) -> Any:
-        return self._sdk.AsyncAnthropic(**self._client_args)
-
-    def close(self) -> None:
-        self._client.close()

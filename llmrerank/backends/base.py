@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -58,9 +59,24 @@ class Backend(ABC):
     @abstractmethod
     async def acomplete(self, request: BackendRequest) -> BackendReply: ...
 
+    _client: Any = None
+    _client_args: Mapping[str, Any] = {}
+    _async_client_class: Any = None
+
+    def _open_clients(self, sync_class: Any, async_class: Any, **client_args: Any) -> None:
+        """The SDK's sync client now, its async client per event loop later; SDK retries are
+        off (the driver's retry policy owns them) and the sync client's sockets close even
+        when a caller forgets ``close()``."""
+        self._client_args = {**client_args, "max_retries": 0}
+        self._async_client_class = async_class
+        self._client = sync_class(**self._client_args)
+        weakref.finalize(self, self._client.close)
+
     def _new_async_client(self) -> Any:
         """An SDK async client; made lazily because it belongs to one event loop."""
-        raise NotImplementedError
+        if self._async_client_class is None:
+            raise NotImplementedError(f"{type(self).__name__} has no async client")
+        return self._async_client_class(**self._client_args)
 
     def async_client(self) -> Any:
         if self._async_client is None:
@@ -88,8 +104,10 @@ class Backend(ABC):
         """What, besides the request, determines a reply: part of the cache key, never secrets."""
         return {"provider": self.provider, "model": self.model}
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release connections."""
+        if self._client is not None:
+            self._client.close()
 
     def __enter__(self) -> Backend:
         return self

@@ -9,7 +9,6 @@ llama.cpp's ``llama-server`` or LM Studio, and never sends ``OPENAI_API_KEY`` th
 from __future__ import annotations
 
 import os
-import weakref
 from typing import Any
 
 from ..errors import UserError
@@ -60,16 +59,9 @@ class OpenAIBackend(Backend):
         # Chat-completions logprobs: OpenAI and llama.cpp/vLLM return them.
         self.supports_logprobs = True if logprobs is None else logprobs
         self.extra_body = dict(extra_body or {})
-        client_args: dict[str, Any] = {
-            "api_key": api_key,
-            "base_url": self.base_url,
-            "max_retries": 0,
-            "timeout": timeout_s,
-        }
-        self._client = openai.OpenAI(**client_args)
-        # sockets are closed even when a caller forgets close()
-        weakref.finalize(self, self._client.close)
-        self._client_args = client_args
+        self._open_clients(
+            openai.OpenAI, openai.AsyncOpenAI, api_key=api_key, base_url=self.base_url, timeout=timeout_s
+        )
 
     def identity(self) -> dict[str, Any]:
         identity = super().identity()
@@ -142,9 +134,3 @@ class OpenAIBackend(Backend):
         except self._sdk.OpenAIError as exc:
             raise translate_sdk_error(exc, self._sdk, self.provider) from exc
         return self._reply(completion)
-
-    def _new_async_client(self) -> Any:
-        return self._sdk.AsyncOpenAI(**self._client_args)
-
-    def close(self) -> None:
-        self._client.close()
