@@ -213,10 +213,10 @@ class Driver:
         return Answer(parsed.value, record, parsed.repairs, logprobs)
 
     # -- one question ---------------------------------------------------------------
-    def _lookup(self, request: LLMRequest) -> tuple[str, float, Answer | None]:
+    def _lookup(self, request: LLMRequest) -> tuple[str, Answer | None]:
         started = time.perf_counter()
         key = self.key(request)
-        return key, started, self._from_cache(request, key, started)
+        return key, self._from_cache(request, key, started)
 
     def _exchange(
         self, request: LLMRequest, key: str, started: float, attempts: list[int]
@@ -247,7 +247,8 @@ class Driver:
             return Answer(parsed.value, record, parsed.repairs, reply.logprobs)
         raise self._parse_error(request, reply)
 
-    def _fetch(self, request: LLMRequest, key: str, started: float) -> Answer:
+    def _fetch(self, request: LLMRequest, key: str) -> Answer:
+        started = time.perf_counter()  # here, not at lookup: time spent queued is not latency
         attempts = [0]
         exchange = self._exchange(request, key, started, attempts)
         outgoing = next(exchange)
@@ -262,7 +263,8 @@ class Driver:
             answer: Answer = done.value
             return answer
 
-    async def _afetch(self, request: LLMRequest, key: str, started: float) -> Answer:
+    async def _afetch(self, request: LLMRequest, key: str) -> Answer:
+        started = time.perf_counter()
         attempts = [0]
         exchange = self._exchange(request, key, started, attempts)
         outgoing = next(exchange)
@@ -278,12 +280,12 @@ class Driver:
             return answer
 
     def answer(self, request: LLMRequest) -> Answer:
-        key, started, cached = self._lookup(request)
-        return cached if cached is not None else self._fetch(request, key, started)
+        key, cached = self._lookup(request)
+        return cached if cached is not None else self._fetch(request, key)
 
     async def aanswer(self, request: LLMRequest) -> Answer:
-        key, started, cached = self._lookup(request)
-        return cached if cached is not None else await self._afetch(request, key, started)
+        key, cached = self._lookup(request)
+        return cached if cached is not None else await self._afetch(request, key)
 
     def _note_invalid(
         self, request: LLMRequest, reply: BackendReply, exc: InvalidOutput, reask: int
@@ -315,18 +317,16 @@ class Driver:
             while True:
                 # cache hits are answered here; only misses go to worker threads
                 looked_up = [self._lookup(request) for request in batch]
-                misses = [i for i, (_, _, hit) in enumerate(looked_up) if hit is None]
-                answers: list[Answer | None] = [hit for _, _, hit in looked_up]
+                misses = [i for i, (_, hit) in enumerate(looked_up) if hit is None]
+                answers: list[Answer | None] = [hit for _, hit in looked_up]
                 if len(misses) == 1:
-                    key, started, _ = looked_up[misses[0]]
-                    answers[misses[0]] = self._fetch(batch[misses[0]], key, started)
+                    answers[misses[0]] = self._fetch(batch[misses[0]], looked_up[misses[0]][0])
                 elif misses:
                     pool = pool or ThreadPoolExecutor(max_workers=self.max_concurrency)
                     fetched = pool.map(
                         self._fetch,
                         [batch[i] for i in misses],
                         [looked_up[i][0] for i in misses],
-                        [looked_up[i][1] for i in misses],
                     )
                     for i, answer in zip(misses, fetched, strict=True):
                         answers[i] = answer
@@ -345,11 +345,11 @@ class Driver:
         semaphore = asyncio.Semaphore(self.max_concurrency)
 
         async def bounded(request: LLMRequest) -> Answer:
-            key, started, cached = self._lookup(request)
+            key, cached = self._lookup(request)
             if cached is not None:
                 return cached
             async with semaphore:
-                return await self._afetch(request, key, started)
+                return await self._afetch(request, key)
 
         async with self.backend.connected():
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -155,3 +156,15 @@ def test_async_runs_a_step_concurrently_under_the_limit() -> None:
     assert backend.peak == 3
     assert len(ranking) == 5
     assert len(ranking.calls) == 12
+
+
+def test_a_call_latency_excludes_time_spent_queued() -> None:
+    class Slow(Scripted):
+        def complete(self, request: BackendRequest) -> BackendReply:
+            time.sleep(0.1)
+            return BackendReply(text='{"grade": 1}', usage=Usage(1, 1), model="m")
+
+    ranking = reranker(Slow(), max_concurrency=1).rerank("q", [f"passage {i}" for i in range(4)])
+    latencies = sorted(call.latency_s for call in ranking.calls)
+    # one at a time: queued, the last call would report about four times the first
+    assert latencies[-1] < 2 * latencies[0]
