@@ -183,6 +183,18 @@ def test_regression_gate_fails_a_degraded_prompt_version(
     md, page = write_report([load_result(good), load_result(bad)], tmp_path / "report")
     assert "pointwise[pointwise/relevance@2]" in md.read_text()
     assert page.read_text().count("data:image/png;base64,") == 2
+    assert "## Against the baseline, per query (ndcg@10)" in md.read_text()
+
+    # a sweep that scored fewer metrics than the runs still reports what it has
+    sweep = [
+        {"pipeline": "p", "depth": d, "metrics": {"ndcg@10": 0.5}, "latency_p50_s": 0.1, "calls": d}
+        for d in (10, 20)
+    ]
+    md, page = write_report(
+        [load_result(good), load_result(bad)], tmp_path / "swept", metrics=["ndcg@10", "mrr@10"], sweep=sweep
+    )
+    assert "| p | 20 | 0.5000 | 0.100 | 20 |" in md.read_text()
+    assert page.read_text().count("data:image/png;base64,") == 3
 
 
 def test_build_pipeline_validates_stage_counts() -> None:

@@ -113,16 +113,33 @@ def write_report(
     ]
     markdown += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     markdown += ["| " + " | ".join(row) + " |" for row in rows]
+    if len(results) > 1:
+        main = metrics[0]
+        markdown += [
+            "",
+            f"## Against the baseline, per query ({main})",
+            "",
+            "| run | delta | p (randomisation) | p (t-test) | wins / losses / ties |",
+            "|---|---|---|---|---|",
+        ]
+        for result in results[1:]:
+            delta = compare_results(results[0], result, [main]).metric(main)
+            markdown.append(
+                f"| {label(result)} | {delta.delta:+.4f} | {delta.p_randomisation:.4f} | "
+                f"{delta.p_ttest:.4f} | {delta.wins} / {delta.losses} / {delta.ties} |"
+            )
     if sweep:
+        # a sweep config may score fewer metrics than the runs it is reported with
+        swept = [m for m in metrics if all(m in row["metrics"] for row in sweep)]
         markdown += [
             "",
             "## Depth sweep",
             "",
-            "| pipeline | depth | " + " | ".join(metrics) + " | p50 s | calls |",
-            "|---|---|" + "---|" * (len(metrics) + 2),
+            "| pipeline | depth | " + " | ".join(swept) + " | p50 s | calls |",
+            "|---|---|" + "---|" * (len(swept) + 2),
         ]
         for row in sweep:
-            values = " | ".join(f"{row['metrics'][m]:.4f}" for m in metrics)
+            values = " | ".join(f"{row['metrics'][m]:.4f}" for m in swept)
             latency = f"{row['latency_p50_s']:.3f}"
             markdown.append(f"| {row['pipeline']} | {row['depth']} | {values} | {latency} | {row['calls']} |")
     md_path = out / "report.md"
