@@ -27,6 +27,7 @@ def _table(results: Sequence[dict[str, Any]], metrics: Sequence[str]) -> list[li
                 label(result),
                 *[f"{result['metrics'][m]:.4f}{marks.get(m, '')}" for m in metrics],
                 str(result["calls"]),
+                str(result["cache_hits"]),
                 f"{result['prompt_tokens'] + result['completion_tokens']:,}",
                 f"{result['cost_usd']:.4f}",
                 f"{result['latency_p50_s']:.3f}",
@@ -100,7 +101,7 @@ def write_report(
     """``report.md`` and ``report.html`` in ``out_dir``; the first result is the baseline."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    header = ["run", *metrics, "calls", "tokens", "cost $", "p50 s", "p95 s", "degraded", "prompt"]
+    header = ["run", *metrics, "calls", "cached", "tokens", "cost $", "p50 s", "p95 s", "degraded", "prompt"]
     rows = _table(results, metrics)
     markdown = [
         f"# {title}",
@@ -108,7 +109,8 @@ def write_report(
         notes,
         "",
         f"Baseline: `{label(results[0])}`. `*`: p < 0.05 against it "
-        "(paired randomisation test over queries).",
+        "(paired randomisation test over queries). Cached calls were answered by the response "
+        "cache: they cost no tokens and almost no time.",
         "",
     ]
     markdown += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
