@@ -59,3 +59,6 @@ D=$R/devkb-local/results
   $D/devkb__pointwise-default-__r0.json $D/devkb__pointwise-support-kb-__r0.json \
   $D/devkb__listwise__r0.json --out $R/devkb-local \
   --title "devkb with the local Qwen2.5-Coder-0.5B: rubrics × strategies"
+
+# 6. The README's main job with the local LLM (what `make demo` prints without an API key).
+"$LLMRERANK" demo --model local: --cache-dir .cache/eval > $R/demo-dl19-local.txt

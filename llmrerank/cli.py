@@ -321,6 +321,7 @@ def cache_clear(cache_dir: str | None, namespace: str | None) -> None:
 @click.option("--dataset", default="dl19", show_default=True, help="dl19, dl20, devkb or a folder.")
 @click.option("--queries", type=int, default=10, show_default=True, help="How many queries to run.")
 @click.option("--model", "-m", help="Default: OpenAI/Anthropic when a key is set, else local:.")
+@click.option("--base-url", help="An OpenAI- or Anthropic-compatible server for --model.")
 @click.option("--strategy", "-s", default="listwise", show_default=True)
 @click.option(
     "--narrow-with",
@@ -335,6 +336,7 @@ def demo(
     dataset: str,
     queries: int,
     model: str | None,
+    base_url: str | None,
     strategy: str,
     narrow_with: str,
     narrow_to: int,
@@ -348,6 +350,7 @@ def demo(
         dataset=dataset,
         queries=queries,
         model=model,
+        base_url=base_url,
         strategy=strategy,
         narrow_with=narrow_with,
         narrow_to=narrow_to,

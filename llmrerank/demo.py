@@ -95,6 +95,7 @@ def run_demo(
     dataset: str = "dl19",
     queries: int = 10,
     model: str | None = None,
+    base_url: str | None = None,
     strategy: str = "listwise",
     narrow_with: str = "auto",
     narrow_to: int = 20,
@@ -124,7 +125,7 @@ def run_demo(
         echo(f"local stages, nDCG@10 over all candidates: {measured}; narrowing with {narrower.name}")
     echo(f"LLM {chosen} ({strategy}); narrowing with {narrower.name} to {narrow_to}")
     llm = LLMReranker(
-        make_backend(chosen),
+        make_backend(chosen, base_url=base_url),
         strategy=strategy,
         rubric=Rubric.load(rubric) if rubric else None,
         cache=cache,
