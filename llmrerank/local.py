@@ -130,7 +130,7 @@ class LocalLLMServer:
         port: int | None = None,
         threads: int | None = None,
         parallel: int = 4,
-        ctx: int = 8192,
+        ctx_per_slot: int = 4096,
         binary: str | None = None,
         extra_args: tuple[str, ...] = (),
         startup_timeout_s: float = 120.0,
@@ -139,7 +139,8 @@ class LocalLLMServer:
         self.port = port
         self.threads = threads or os.cpu_count() or 2
         self.parallel = parallel
-        self.ctx = ctx
+        # llama-server splits -c among its slots; a 20-passage listwise prompt needs ~2,500
+        self.ctx_per_slot = ctx_per_slot
         self.binary = binary
         self.extra_args = extra_args
         self.startup_timeout_s = startup_timeout_s
@@ -200,7 +201,7 @@ class LocalLLMServer:
             raise LocalServerError(f"port {port} on 127.0.0.1 is already in use")
         command = [
             str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
-            "-t", str(self.threads), "-np", str(self.parallel), "-c", str(self.ctx),
+            "-t", str(self.threads), "-np", str(self.parallel), "-c", str(self.ctx_per_slot * self.parallel),
             *self.extra_args,
         ]  # fmt: skip
         logger.info("starting %s", " ".join(command))

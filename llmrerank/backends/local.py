@@ -20,7 +20,7 @@ _servers: dict[tuple[str, int], Any] = {}
 _lock = threading.Lock()
 
 
-def shared_server(model_path: Path, *, parallel: int = 4, ctx: int = 8192) -> Any:
+def shared_server(model_path: Path, *, parallel: int = 4, ctx_per_slot: int = 4096) -> Any:
     """One running server per (model, parallel slots) in this process, started on first use."""
     from ..local import LocalLLMServer
 
@@ -28,7 +28,7 @@ def shared_server(model_path: Path, *, parallel: int = 4, ctx: int = 8192) -> An
     with _lock:
         server = _servers.get(key)
         if server is None or not server.running:
-            server = LocalLLMServer(model_path, parallel=parallel, ctx=ctx)
+            server = LocalLLMServer(model_path, parallel=parallel, ctx_per_slot=ctx_per_slot)
             server.start()
             _servers[key] = server
         return server
@@ -42,7 +42,7 @@ class LocalBackend(OpenAIBackend):
         model: str = "",
         *,
         parallel: int = 4,
-        ctx: int = 8192,
+        ctx_per_slot: int = 4096,
         timeout_s: float = 120.0,
         url: str | None = None,
     ) -> None:
@@ -55,7 +55,7 @@ class LocalBackend(OpenAIBackend):
             self.model_file = name
         else:
             path = resolve_local_model(model)
-            server = shared_server(path, parallel=parallel, ctx=ctx)
+            server = shared_server(path, parallel=parallel, ctx_per_slot=ctx_per_slot)
             name = path.stem
             self.model_file = f"{path.name}:{path.stat().st_size}"
         self.server = server
