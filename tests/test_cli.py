@@ -36,6 +36,11 @@ def run_cli(
     )
 
 
+def judged(server: WireServer, *args: str) -> list[str]:
+    """``llmrerank rerank`` against the simulated judge, plus ``args``."""
+    return ["rerank", "--model", "openai:judge", "--base-url", server.openai_base_url, *args]
+
+
 def jsonl_requests(queries: list[TrecQuery], depth: int) -> str:
     return "".join(json.dumps({"query": q.query, "candidates": q.candidates[:depth]}) + "\n" for q in queries)
 
@@ -55,8 +60,9 @@ def input_file(tmp_path: Path, dl19: tuple[list[TrecQuery], dict[str, dict[str, 
 def test_second_identical_run_is_served_from_the_cache_with_zero_tokens(
     tmp_path: Path, input_file: Path, dl19_judge_server: WireServer
 ) -> None:
-    args = ["rerank", "--model", "openai:judge", "--base-url", dl19_judge_server.openai_base_url]
-    args += ["--input", str(input_file), "--cache-dir", str(tmp_path / "cache"), "--top-k", "5"]
+    args = judged(
+        dl19_judge_server, "--input", str(input_file), "--cache-dir", str(tmp_path / "cache"), "--top-k", "5"
+    )
     before = len(dl19_judge_server.requests)
     first = outputs(run_cli(*args))
     asked = len(dl19_judge_server.requests) - before
@@ -86,8 +92,7 @@ def test_a_changed_prompt_version_misses_the_cache(
     assert v2 != v1
     (prompts / "pointwise" / "relevance" / "v2.jinja").write_text(v2)
     env = {"LLMRERANK_PROMPTS_PATH": str(prompts)}
-    args = ["rerank", "--model", "openai:judge", "--base-url", dl19_judge_server.openai_base_url]
-    args += ["--input", str(input_file), "--cache-dir", str(tmp_path / "cache")]
+    args = judged(dl19_judge_server, "--input", str(input_file), "--cache-dir", str(tmp_path / "cache"))
     outputs(run_cli(*args, "--prompt", "pointwise/relevance@1", env=env))
     changed = outputs(run_cli(*args, "--prompt", "pointwise/relevance@2", env=env))
     calls = [call for line in changed for call in line["calls"]]
@@ -101,20 +106,8 @@ def test_a_changed_prompt_version_misses_the_cache(
 def test_every_strategy_runs_from_the_cli(
     strategy: str, input_file: Path, dl19_judge_server: WireServer
 ) -> None:
-    lines = outputs(
-        run_cli(
-            "rerank",
-            "--model",
-            "openai:judge",
-            "--base-url",
-            dl19_judge_server.openai_base_url,
-            "--strategy",
-            strategy,
-            "--no-cache",
-            "--input",
-            str(input_file),
-        )
-    )
+    args = judged(dl19_judge_server, "--strategy", strategy, "--no-cache", "--input", str(input_file))
+    lines = outputs(run_cli(*args))
     assert [len(line["ranking"]) for line in lines] == [8, 8]
     assert all(line["calls"] for line in lines)
 
@@ -125,11 +118,7 @@ def test_the_cascade_from_the_cli_narrows_with_dense_then_the_cross_encoder(
     trace = tmp_path / "trace.jsonl"
     lines = outputs(
         run_cli(
-            "rerank",
-            "--model",
-            "openai:judge",
-            "--base-url",
-            dl19_judge_server.openai_base_url,
+            *judged(dl19_judge_server),
             "--strategy",
             "listwise",
             "--narrow-with",
@@ -167,9 +156,7 @@ def test_the_cascade_from_the_cli_narrows_with_dense_then_the_cross_encoder(
 def test_bad_input_is_one_line_on_stderr_and_a_non_zero_exit(
     stdin: str, message: str, dl19_judge_server: WireServer
 ) -> None:
-    completed = run_cli(
-        "rerank", "--model", "openai:judge", "--base-url", dl19_judge_server.openai_base_url, stdin=stdin
-    )
+    completed = run_cli(*judged(dl19_judge_server), stdin=stdin)
     assert completed.returncode != 0
     assert message in completed.stderr
     assert len(completed.stderr.strip().splitlines()) == 1
