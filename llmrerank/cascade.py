@@ -64,13 +64,6 @@ class Stage:
         return bool(getattr(self.reranker, "is_llm", False))
 
 
-def _usage(calls: Sequence[CallRecord]) -> Usage:
-    total = Usage()
-    for call in calls:
-        total = total + call.usage
-    return total
-
-
 def _margin(ranking: Ranking, stage: str) -> float | None:
     """Top-1 minus top-2 of the stage's normalised score (probability, else raw)."""
     if len(ranking) < 2:
@@ -338,7 +331,7 @@ class _RunState:
                 name=stage.label,
                 kept=kept,
                 latency_s=latency,
-                usage=_usage(stage_calls),
+                usage=result.usage if result is not None else Usage(),
                 cost_usd=cascade.prices.cost_of(stage_calls),
                 calls=len(stage_calls),
                 skipped=skip is not None,

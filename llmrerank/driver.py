@@ -13,7 +13,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
@@ -315,24 +315,20 @@ class Driver:
             batch = next(plan)
             round_index = 0
             while True:
-                # cache hits are answered here; only misses go to worker threads
+                # cache hits are answered here; only misses go to the backend, in worker
+                # threads when there is more than one
                 looked_up = [self._lookup(request) for request in batch]
-                misses = [i for i, (_, hit) in enumerate(looked_up) if hit is None]
-                answers: list[Answer | None] = [hit for _, hit in looked_up]
-                if len(misses) == 1:
-                    answers[misses[0]] = self._fetch(batch[misses[0]], looked_up[misses[0]][0])
-                elif misses:
+                missed = [request for request, (_, hit) in zip(batch, looked_up, strict=True) if hit is None]
+                keys = [key for key, hit in looked_up if hit is None]
+                fetched: Iterator[Answer]
+                if len(missed) > 1:
                     pool = pool or ThreadPoolExecutor(max_workers=self.max_concurrency)
-                    fetched = pool.map(
-                        self._fetch,
-                        [batch[i] for i in misses],
-                        [looked_up[i][0] for i in misses],
-                    )
-                    for i, answer in zip(misses, fetched, strict=True):
-                        answers[i] = answer
-                done = [a for a in answers if a is not None]
-                records += [replace(a.record, round=round_index) for a in done]
-                batch = plan.send(done)
+                    fetched = pool.map(self._fetch, missed, keys)
+                else:
+                    fetched = map(self._fetch, missed, keys)
+                answers = [hit if hit is not None else next(fetched) for _, hit in looked_up]
+                records += [replace(a.record, round=round_index) for a in answers]
+                batch = plan.send(answers)
                 round_index += 1
         except StopIteration as stop:
             return stop.value, records
