@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 export CMAKE_ARGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF
 export LLAMA_CPP_BUILD_JOBS ?= 2
 export HF_HUB_OFFLINE ?= 1
+# the offline datasets and models (../shared/assets beside this checkout)
+export LLMRERANK_ASSETS ?= $(abspath $(CURDIR)/../shared/assets)
 
 .PHONY: setup lint typecheck test demo bench reports format clean
 

@@ -1,18 +1,15 @@
 """llmrerank: an LLM precision pass between retrieval and generation.
 
-from llmrerank import LLMReranker
-from llmrerank.backends import OpenAIBackend
+from llmrerank import LLMReranker, make_backend
 
-ranking = LLMReranker(OpenAIBackend("gpt-4o-mini"), strategy="listwise").rerank(query, passages)
+ranking = LLMReranker(make_backend("openai:gpt-4o-mini"), strategy="listwise").rerank(query, passages)
 """
 
 from __future__ import annotations
 
-from .base import Reranker
+from .backends import Backend, Endpoint, make_backend, register_backend
 from .cache import CacheMode, DiskCache
-from .cascade import Cascade, Stage, hybrid
-from .crossencoder import CrossEncoderReranker
-from .dense import BiEncoderReranker
+from .driver import RetryPolicy
 from .errors import (
     BackendError,
     BackendTimeoutError,
@@ -30,18 +27,29 @@ from .errors import (
     TransientBackendError,
     UserError,
 )
+from .pipeline import PipelineSpec, hybrid
 from .prompts import Prompt, PromptLibrary, list_prompts, load_prompt
-from .reranker import LLMReranker
+from .rerankers import Cascade, CrossEncoderReranker, DenseReranker, LLMReranker, Reranker, Stage
+from .rerankers.protocol import ranking_from_order, ranking_from_scores
 from .rubrics import DEFAULT_RUBRIC, Grade, Rubric
-from .types import CallRecord, Candidate, RankedCandidate, Ranking, StageReport, Usage
+from .strategies import Listwise, Pairwise, Pointwise, Setwise, Strategy, make_strategy
+from .types import (
+    CallRecord,
+    Candidate,
+    RankedCandidate,
+    Ranking,
+    StageReport,
+    Usage,
+    as_candidates,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_RUBRIC",
+    "Backend",
     "BackendError",
     "BackendTimeoutError",
-    "BiEncoderReranker",
     "BudgetError",
     "CacheError",
     "CacheMode",
@@ -50,12 +58,18 @@ __all__ = [
     "CandidateError",
     "Cascade",
     "CrossEncoderReranker",
+    "DenseReranker",
     "DiskCache",
+    "Endpoint",
     "Grade",
     "LLMRerankError",
     "LLMReranker",
+    "Listwise",
     "LocalServerError",
+    "Pairwise",
     "ParseError",
+    "PipelineSpec",
+    "Pointwise",
     "Prompt",
     "PromptError",
     "PromptLibrary",
@@ -63,16 +77,25 @@ __all__ = [
     "Ranking",
     "RateLimitError",
     "Reranker",
+    "RetryPolicy",
     "Rubric",
     "RubricError",
+    "Setwise",
     "Stage",
     "StageReport",
     "StageTimeoutError",
+    "Strategy",
     "TerminalBackendError",
     "TransientBackendError",
     "Usage",
     "UserError",
+    "as_candidates",
     "hybrid",
     "list_prompts",
     "load_prompt",
+    "make_backend",
+    "make_strategy",
+    "ranking_from_order",
+    "ranking_from_scores",
+    "register_backend",
 ]

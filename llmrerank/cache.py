@@ -12,6 +12,8 @@ import json
 import logging
 import os
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from enum import Enum
@@ -20,7 +22,14 @@ from typing import Any
 
 from .errors import CacheError, UserError
 
-__all__ = ["CACHE_FORMAT_VERSION", "CacheMode", "CacheNamespace", "DiskCache", "request_key"]
+__all__ = [
+    "CACHE_FORMAT_VERSION",
+    "BestEffortCache",
+    "CacheMode",
+    "CacheNamespace",
+    "DiskCache",
+    "request_key",
+]
 
 logger = logging.getLogger("llmrerank")
 
@@ -165,3 +174,55 @@ class CacheNamespace:
 
     def delete(self, key: str) -> None:
         self.cache.delete(self.name, key)
+
+
+class BestEffortCache:
+    """One namespace of a ``DiskCache`` (or of none) that never fails its caller.
+
+    A read or write error is logged once per episode and that direction is skipped for
+    ``cooldown_s`` before it is tried again, so a full disk stops writes without stopping
+    reads, and the cache comes back by itself once the disk has room. Used by the LLM
+    driver (``responses``) and the dense stage (``embeddings``).
+    """
+
+    def __init__(self, cache: DiskCache | None, namespace: str, *, cooldown_s: float = 30.0) -> None:
+        self.cache = cache
+        self.namespace = namespace
+        self.cooldown_s = cooldown_s
+        self._lock = threading.Lock()
+        self._broken_until = {"read": 0.0, "write": 0.0}
+
+    def _usable(self, direction: str) -> bool:
+        return self.cache is not None and time.monotonic() >= self._broken_until[direction]
+
+    def _broke(self, direction: str, exc: CacheError) -> None:
+        with self._lock:
+            first = time.monotonic() >= self._broken_until[direction]
+            self._broken_until[direction] = time.monotonic() + self.cooldown_s
+        if first:
+            what = "reading" if direction == "read" else "writing"
+            logger.warning(
+                "%s; %s the %s cache is paused for %.0f s", exc, what, self.namespace, self.cooldown_s
+            )
+
+    def get(self, key: str) -> str | bytes | None:
+        if not self._usable("read"):
+            return None
+        assert self.cache is not None
+        try:
+            return self.cache.get(self.namespace, key)
+        except CacheError as exc:
+            self._broke("read", exc)
+            return None
+
+    def set(self, key: str, value: str | bytes) -> bool:
+        """Store; False when the entry could not be written (logged, never raised)."""
+        if not self._usable("write"):
+            return False
+        assert self.cache is not None
+        try:
+            self.cache.set(self.namespace, key, value)
+        except CacheError as exc:
+            self._broke("write", exc)
+            return False
+        return True

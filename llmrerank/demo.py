@@ -13,13 +13,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import Reranker
 from .cache import DiskCache
-from .cascade import Cascade, Stage, parse_stage_spec
 from .evaluation.datasets import GoldenSet, load_dataset
 from .evaluation.metrics import evaluate
-from .reranker import LLMReranker
-from .rubrics import Rubric
+from .pipeline import PipelineSpec, build_stage
+from .rerankers.protocol import Reranker
 from .types import Ranking
 
 __all__ = ["DemoRow", "choose_model", "run_demo"]
@@ -105,8 +103,6 @@ def run_demo(
 ) -> list[dict[str, Any]]:
     """``narrow_with="auto"`` scores every local stage on the golden set first and narrows
     with the one that ranks it best: measured, not assumed."""
-    from .backends import make_backend
-
     golden = load_dataset(dataset, limit=queries)
     chosen = choose_model(model)
     cache = DiskCache(cache_dir or os.environ.get("LLMRERANK_CACHE_DIR", "~/.cache/llmrerank"))
@@ -115,7 +111,7 @@ def run_demo(
     specs = LOCAL_STAGES if narrow_with == "auto" else (narrow_with,)
     local: dict[str, tuple[Reranker, DemoRow]] = {}
     for spec in specs:
-        stage = parse_stage_spec(spec, **({"cache": cache} if spec.startswith("dense") else {}))
+        stage = build_stage(spec, cache=cache)
         local[spec] = (stage, _local_row(stage, golden))
     local_scores = dict(zip(local, _score_rows(golden, [row for _, row in local.values()]), strict=True))
     best = max(local, key=lambda spec: local_scores[spec]["ndcg@10"])
@@ -124,14 +120,17 @@ def run_demo(
         measured = ", ".join(f"{local[s][0].name} {local_scores[s]['ndcg@10']:.4f}" for s in local)
         echo(f"local stages, nDCG@10 over all candidates: {measured}; narrowing with {narrower.name}")
     echo(f"LLM {chosen} ({strategy}); narrowing with {narrower.name} to {narrow_to}")
-    llm = LLMReranker(
-        make_backend(chosen, base_url=base_url),
+    cascade = PipelineSpec(
+        name="demo",
+        narrow_with=(narrower,),  # already loaded and measured above
+        narrow_to=(narrow_to,),
+        llm=chosen,
+        base_url=base_url,
         strategy=strategy,
-        rubric=Rubric.load(rubric) if rubric else None,
-        cache=cache,
+        rubric=rubric,
         max_concurrency=4,
-    )
-    cascade = Cascade([Stage(narrower, keep=narrow_to), Stage(llm, timeout_s=300)])
+        llm_timeout_s=300,
+    ).build(cache=cache)
     first = DemoRow("BM25 (first stage)")
     cascade_row = DemoRow(f"cascade: {narrower.name} → {narrow_to} → LLM")
     for number, query in enumerate(golden.queries, start=1):

@@ -10,70 +10,25 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
-import threading
 import time
 from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-)
-
-from .backends.base import Backend, BackendReply, BackendRequest, TokenLogprob
-from .cache import DiskCache, request_key
-from .errors import CacheError, ParseError, RateLimitError, TransientBackendError
+from .backends.base import Backend, BackendReply, BackendRequest
+from .cache import BestEffortCache, DiskCache, request_key
+from .errors import ParseError
 from .outputs import InvalidOutput, Parsed
-from .plan import Answer, LLMRequest, Outcome, Plan
-from .types import CallRecord, Usage
+from .retry import RetryPolicy
+from .strategies.plan import Answer, LLMRequest, Outcome, Plan
+from .types import CallRecord, TokenLogprob, Usage
 
 __all__ = ["Driver", "RetryPolicy"]
 
 logger = logging.getLogger("llmrerank")
 
 _NAMESPACE = "responses"
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Transient failures only: ``max_attempts`` tries in all, jittered exponential backoff
-    from ``base_s`` up to ``max_wait_s``; a 429's Retry-After is honoured up to ``max_wait_s``."""
-
-    max_attempts: int = 4
-    base_s: float = 0.5
-    max_wait_s: float = 30.0
-
-    def wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        backoff = random.uniform(0, min(self.max_wait_s, self.base_s * 2 ** (state.attempt_number - 1)))
-        if isinstance(exc, RateLimitError) and exc.retry_after is not None:
-            return min(self.max_wait_s, max(exc.retry_after, backoff))
-        return backoff
-
-    def _log(self, state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        logger.warning("attempt %d failed (%s); retrying", state.attempt_number, exc)
-
-    def _arguments(self) -> dict[str, Any]:
-        return {
-            "retry": retry_if_exception_type(TransientBackendError),
-            "stop": stop_after_attempt(self.max_attempts),
-            "wait": self.wait,
-            "reraise": True,
-            "before_sleep": self._log,
-        }
-
-    def sync(self) -> Retrying:
-        return Retrying(**self._arguments())
-
-    def asynchronous(self) -> AsyncRetrying:
-        return AsyncRetrying(**self._arguments())
 
 
 def _reask_messages(request: LLMRequest, raw: str, problem: str) -> list[dict[str, str]]:
@@ -103,11 +58,11 @@ class Driver:
     ) -> None:
         self.backend = backend
         self.cache = cache
+        self._store = BestEffortCache(cache, _NAMESPACE)
         self.retry = retry or RetryPolicy()
         self.max_reasks = max_reasks
         self.max_concurrency = max(1, max_concurrency)
         self.temperature = temperature
-        self._cache_broken = threading.Event()
 
     # -- keys and cache -------------------------------------------------------------
     def _backend_request(self, request: LLMRequest, messages: Sequence[dict[str, str]]) -> BackendRequest:
@@ -135,14 +90,7 @@ class Driver:
         )
 
     def _cache_get(self, key: str, request: LLMRequest) -> tuple[Parsed[Any], dict[str, Any]] | None:
-        if self.cache is None or self._cache_broken.is_set():
-            return None
-        try:
-            raw = self.cache.get(_NAMESPACE, key)
-        except CacheError as exc:
-            self._cache_broken.set()
-            logger.warning("%s; continuing without the cache", exc)
-            return None
+        raw = self._store.get(key)
         if raw is None:
             return None
         try:
@@ -155,16 +103,12 @@ class Driver:
             return None
 
     def _cache_set(self, key: str, reply: BackendReply) -> None:
-        if self.cache is None or self._cache_broken.is_set():
+        if self.cache is None:
             return
         entry: dict[str, Any] = {"text": reply.text, "model": reply.model}
         if reply.logprobs is not None:
             entry["logprobs"] = [[t.token, t.logprob, dict(t.top)] for t in reply.logprobs]
-        try:
-            self.cache.set(_NAMESPACE, key, json.dumps(entry, ensure_ascii=False))
-        except CacheError as exc:
-            self._cache_broken.set()
-            logger.warning("%s; the answer is kept but not cached", exc)
+        self._store.set(key, json.dumps(entry, ensure_ascii=False))
 
     def _record(
         self,

@@ -16,10 +16,9 @@ __all__ = [
     "RankedCandidate",
     "Ranking",
     "StageReport",
+    "TokenLogprob",
     "Usage",
     "as_candidates",
-    "ranking_from_order",
-    "ranking_from_scores",
 ]
 
 
@@ -107,6 +106,15 @@ class Usage:
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One generated token's log-probability and its top alternatives (where a backend gives them)."""
+
+    token: str
+    logprob: float
+    top: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,59 +287,3 @@ class Ranking(Sequence[RankedCandidate]):
                 for s in self.stages
             ]
         return out
-
-
-def ranking_from_scores(
-    query: str,
-    candidates: Sequence[Candidate],
-    scores: Sequence[float],
-    *,
-    stage: str,
-    calls: Sequence[CallRecord] = (),
-    repairs: Mapping[str, int] | None = None,
-    truncated: int = 0,
-) -> Ranking:
-    """Order by score (ties keep input order) and make final scores strictly decreasing."""
-    order = sorted(range(len(candidates)), key=lambda i: (-scores[i], i))
-    return ranking_from_order(
-        query,
-        [candidates[i] for i in order],
-        stage=stage,
-        stage_scores=[scores[i] for i in order],
-        calls=calls,
-        repairs=repairs,
-        truncated=truncated,
-    )
-
-
-def ranking_from_order(
-    query: str,
-    ordered: Sequence[Candidate],
-    *,
-    stage: str,
-    stage_scores: Sequence[float | None] | None = None,
-    calls: Sequence[CallRecord] = (),
-    repairs: Mapping[str, int] | None = None,
-    truncated: int = 0,
-) -> Ranking:
-    """Build a ranking from an order; final score is ``n - index`` so it strictly decreases."""
-    n = len(ordered)
-    items = []
-    for index, candidate in enumerate(ordered):
-        raw = None if stage_scores is None else stage_scores[index]
-        items.append(
-            RankedCandidate(
-                candidate=candidate,
-                rank=index + 1,
-                score=float(n - index),
-                stage=stage,
-                stage_scores={} if raw is None else {stage: float(raw)},
-            )
-        )
-    return Ranking(
-        query=query,
-        items=tuple(items),
-        calls=tuple(calls),
-        repairs=dict(repairs or {}),
-        truncated=truncated,
-    )

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# the offline datasets and models sit beside the repository (the Makefile sets the same)
+os.environ.setdefault("LLMRERANK_ASSETS", str(Path(__file__).resolve().parents[2] / "shared" / "assets"))
 
-from llmrerank._assets import TREC_FILES, asset
 from llmrerank.backends import Backend, OpenAIBackend
+from llmrerank.settings import TREC_FILES, asset
 from llmrerank.testing import SimulatedJudge, WireServer
 
 

@@ -64,7 +64,7 @@ def test_official_openai_needs_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(UserError, match="OPENAI_API_KEY"):
         OpenAIBackend("gpt-4o-mini")
-    with pytest.raises(UserError, match="unknown provider"):
+    with pytest.raises(UserError, match="unknown backend prefix"):
         make_backend("cohere:rerank")
     with pytest.raises(UserError, match="must look like"):
         make_backend("gpt-4o-mini")

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from llmrerank import LLMReranker, ParseError, UserError
+from llmrerank import Cascade, LLMReranker, ParseError, Stage, UserError, hybrid
 from llmrerank.backends import OpenAIBackend
-from llmrerank.cascade import Cascade, Stage, hybrid
 from llmrerank.driver import RetryPolicy
 from llmrerank.pricing import PriceTable
+from llmrerank.rerankers.protocol import ranking_from_scores
 from llmrerank.testing import Fault, Hang, WireServer, always, scripted
-from llmrerank.types import CandidateLike, Ranking, as_candidates, ranking_from_scores
+from llmrerank.types import CandidateLike, Ranking, as_candidates
 
 PASSAGES = [{"id": f"d{i}", "text": f"passage number {i}"} for i in range(10)]
 
@@ -23,7 +23,7 @@ PASSAGES = [{"id": f"d{i}", "text": f"passage number {i}"} for i in range(10)]
 class ByNumber:
     """A deterministic local stage: higher passage number ranks higher."""
 
-    is_llm = False
+    uses_llm = False
 
     def __init__(self, name: str = "local", scale: float = 1.0) -> None:
         self.name = name
@@ -172,8 +172,8 @@ def test_hybrid_builds_several_narrowing_stages() -> None:
         cascade = hybrid(llm(server), narrow_with=[ByNumber("a"), ByNumber("b")], narrow_to=[6, 3], top_k=2)
         ranking = cascade.rerank("q", PASSAGES)
         assert len(server.requests) == 3
-    assert [s.kept for s in ranking.stages] == [6, 3, 3]
+    assert [s.kept for s in ranking.stages] == [6, 3, 2]  # the LLM stage keeps top_k
     assert ranking.ids() == ["d9", "d8"]  # top_k trims the result
     assert len(cascade.rerank("q", PASSAGES, top_k=7)) == 7
     with pytest.raises(UserError, match="narrow_to"):
-        hybrid(ByNumber("llm"), narrow_with=[ByNumber(), ByNumber()], narrow_to=[5])
+        hybrid(ByNumber("llm"), narrow_with=[ByNumber(), ByNumber()], narrow_to=[5, 4, 3])

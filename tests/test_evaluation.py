@@ -14,7 +14,6 @@ from click.testing import CliRunner
 from llmrerank import BudgetError
 from llmrerank.cli import main
 from llmrerank.evaluation import (
-    build_pipeline,
     compare_results,
     evaluate,
     load_dataset,
@@ -26,7 +25,8 @@ from llmrerank.evaluation import (
 )
 from llmrerank.evaluation.pipelines import PipelineSpec, expand_pipelines
 from llmrerank.prompts import builtin_prompts_dir
-from llmrerank.types import CandidateLike, Ranking, as_candidates, ranking_from_order
+from llmrerank.rerankers.protocol import ranking_from_order
+from llmrerank.types import CandidateLike, Ranking, as_candidates
 
 
 @pytest.mark.parametrize(("name", "expected"), [("dl19", 0.5058), ("dl20", 0.4796)])
@@ -69,7 +69,7 @@ def write_config(path: Path, pipelines: Sequence[Mapping[str, object]], **extra:
 class Reverse:
     """A deterministic stand-in pipeline: reverses the first-stage order."""
 
-    is_llm = False
+    uses_llm = False
     name = "reverse"
 
     def __init__(self) -> None:
@@ -197,9 +197,9 @@ def test_regression_gate_fails_a_degraded_prompt_version(
     assert page.read_text().count("data:image/png;base64,") == 3
 
 
-def test_build_pipeline_validates_stage_counts() -> None:
-    with pytest.raises(Exception, match="one narrow_to per narrow_with"):
-        build_pipeline(PipelineSpec("x", narrow_with=("dense:",), narrow_to=(10, 5)))
+def test_pipeline_spec_validates_stage_counts() -> None:
+    with pytest.raises(Exception, match="narrow_to values"):
+        PipelineSpec("x", narrow_with=("dense:",), narrow_to=(10, 5)).build()
     assert json.dumps(PipelineSpec("x").to_dict())
 
 

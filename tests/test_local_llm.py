@@ -14,13 +14,20 @@ from pathlib import Path
 
 import pytest
 
-from llmrerank import DiskCache, LLMReranker, LocalServerError
+from llmrerank import (
+    Cascade,
+    DiskCache,
+    LLMReranker,
+    LocalServerError,
+    Ranking,
+    Stage,
+    as_candidates,
+    ranking_from_order,
+)
 from llmrerank.backends import AnthropicBackend, OpenAIBackend, make_backend
-from llmrerank.backends.local import LocalBackend
-from llmrerank.cascade import Cascade, Stage
-from llmrerank.local import LocalLLMServer, default_model_path
+from llmrerank.backends.llama_server import LocalLLMServer, default_model_path
 from llmrerank.strategies import Listwise, Pairwise, Pointwise, Setwise, Strategy
-from llmrerank.types import CandidateLike, Ranking, as_candidates, ranking_from_order
+from llmrerank.types import CandidateLike
 
 from .conftest import TrecQuery
 
@@ -79,7 +86,7 @@ def test_the_cache_makes_the_second_run_free(
     server: LocalLLMServer, passages: tuple[str, list[dict[str, str]]], tmp_path: Path
 ) -> None:
     query, candidates = passages
-    backend = LocalBackend(url=server.url)
+    backend = make_backend("local:", base_url=server.url)
     first = LLMReranker(backend, cache=DiskCache(tmp_path)).rerank(query, candidates[:3])
     second = LLMReranker(backend, cache=DiskCache(tmp_path)).rerank(query, candidates[:3])
     assert first.usage.total_tokens > 0
@@ -119,7 +126,7 @@ def test_killing_the_server_mid_run_degrades_the_cascade(
 
     class KillFirst:
         name = "killer"
-        is_llm = False
+        uses_llm = False
 
         def rerank(
             self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from llmrerank import CandidateError, DiskCache, UserError
-from llmrerank.cascade import parse_stage_spec
-from llmrerank.crossencoder import CrossEncoderReranker, default_cross_encoder
-from llmrerank.dense import BiEncoderReranker, default_bi_encoder
+from llmrerank.pipeline import build_stage
+from llmrerank.rerankers.cross_encoder import CrossEncoderReranker, default_cross_encoder
+from llmrerank.rerankers.dense import DenseReranker, default_dense_model
 
 from .conftest import TrecQuery
 
@@ -26,10 +26,10 @@ def cross_encoder() -> CrossEncoderReranker:
 
 
 @pytest.fixture(scope="module")
-def bi_encoder() -> BiEncoderReranker:
-    model = default_bi_encoder()
+def bi_encoder() -> DenseReranker:
+    model = default_dense_model()
     assert Path(model).is_dir(), f"the offline bi-encoder must be used in tests, got {model}"
-    return BiEncoderReranker(model, device="cpu")
+    return DenseReranker(model, device="cpu")
 
 
 def relevant_and_unrelated(
@@ -82,7 +82,7 @@ def test_empty_and_duplicate_inputs(cross_encoder: CrossEncoderReranker) -> None
         cross_encoder.rerank("q", [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}])
 
 
-def test_async_matches_sync(cross_encoder: CrossEncoderReranker, bi_encoder: BiEncoderReranker) -> None:
+def test_async_matches_sync(cross_encoder: CrossEncoderReranker, bi_encoder: DenseReranker) -> None:
     passages = ["fleas live about three months", UNRELATED, "a flea's life cycle lasts weeks"]
     for stage in (cross_encoder, bi_encoder):
         sync = stage.rerank("how long do fleas live", passages)
@@ -91,7 +91,7 @@ def test_async_matches_sync(cross_encoder: CrossEncoderReranker, bi_encoder: BiE
 
 
 def test_bi_encoder_prefers_a_relevant_passage(
-    bi_encoder: BiEncoderReranker, dl19: tuple[list[TrecQuery], dict[str, dict[str, int]]]
+    bi_encoder: DenseReranker, dl19: tuple[list[TrecQuery], dict[str, dict[str, int]]]
 ) -> None:
     query, best = relevant_and_unrelated(dl19)
     ranking = bi_encoder.rerank(query.query, [{"id": "x", "text": UNRELATED}, best])
@@ -101,28 +101,28 @@ def test_bi_encoder_prefers_a_relevant_passage(
 
 def test_embedding_cache_encodes_only_new_passages(tmp_path: Path) -> None:
     cache = DiskCache(tmp_path)
-    stage = BiEncoderReranker(default_bi_encoder(), device="cpu", cache=cache)
+    stage = DenseReranker(default_dense_model(), device="cpu", cache=cache)
     passages = ["fleas live about three months", UNRELATED, "a flea's life cycle lasts weeks"]
     first = stage.rerank("how long do fleas live", passages)
     assert (stage.cache_hits, stage.cache_misses) == (0, 3)
     again = stage.rerank("flea lifespan", [*passages, "new passage"])
     assert (stage.cache_hits, stage.cache_misses) == (3, 4)
     assert cache.stats()["namespaces"] == {"embeddings": 4}
-    fresh = BiEncoderReranker(default_bi_encoder(), device="cpu").score("how long do fleas live", passages)
+    fresh = DenseReranker(default_dense_model(), device="cpu").score("how long do fleas live", passages)
     cached = [first[first.ids().index(c.id)].stage_scores["dense"] for c in first]
     assert sorted(cached) == pytest.approx(sorted(fresh), abs=1e-5)
     assert len(again) == 4
 
 
 def test_bi_encoder_counts_truncation_and_honours_max_seq_length() -> None:
-    stage = BiEncoderReranker(default_bi_encoder(), device="cpu", max_seq_length=8)
+    stage = DenseReranker(default_dense_model(), device="cpu", max_seq_length=8)
     ranking = stage.rerank("q", ["one two three four five six seven eight nine ten", "short"])
     assert stage.model.max_seq_length == 8
     assert ranking.truncated == 1
 
 
 def test_stage_specs() -> None:
-    assert isinstance(parse_stage_spec("dense:"), BiEncoderReranker)
-    assert isinstance(parse_stage_spec("cross-encoder:"), CrossEncoderReranker)
+    assert isinstance(build_stage("dense:"), DenseReranker)
+    assert isinstance(build_stage("cross-encoder:"), CrossEncoderReranker)
     with pytest.raises(UserError, match="unknown stage"):
-        parse_stage_spec("bm25:")
+        build_stage("bm25:")

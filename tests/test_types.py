@@ -4,7 +4,8 @@ import pytest
 
 import llmrerank
 from llmrerank import Candidate, CandidateError
-from llmrerank.types import as_candidates, ranking_from_scores
+from llmrerank.rerankers.protocol import ranking_from_scores
+from llmrerank.types import as_candidates
 
 
 def test_public_names_are_sorted_and_importable() -> None:

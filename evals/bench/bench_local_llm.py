@@ -22,8 +22,8 @@ from typing import Any
 
 from llmrerank import LLMReranker
 from llmrerank.backends import OpenAIBackend
+from llmrerank.backends.llama_server import LocalLLMServer, default_model_path
 from llmrerank.evaluation.datasets import load_dataset
-from llmrerank.local import LocalLLMServer, default_model_path
 from llmrerank.strategies import Listwise, Pairwise, Pointwise, Setwise, Strategy
 
 CANDIDATES = 20

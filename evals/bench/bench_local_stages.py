@@ -27,10 +27,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from llmrerank import BiEncoderReranker, Cascade, CrossEncoderReranker, DiskCache, LLMReranker, Stage
-from llmrerank.crossencoder import default_cross_encoder
+from llmrerank import Cascade, CrossEncoderReranker, DenseReranker, DiskCache, LLMReranker, Stage
 from llmrerank.evaluation.datasets import load_dataset
-from llmrerank.testing import SimulatedBackend
+from llmrerank.rerankers.cross_encoder import default_cross_encoder
+from llmrerank.testing import simulated_backend
 
 
 def _timed(fn: Callable[[], Any]) -> float:
@@ -99,7 +99,7 @@ def cross_encoder(queries: list[tuple[str, list[str]]], repeats: int) -> list[di
 
 def dense(queries: list[tuple[str, list[str]]], repeats: int) -> dict[str, Any]:
     passages = sum(len(texts) for _, texts in queries)
-    encoder = BiEncoderReranker(device="cpu")  # one loaded model; only its cache changes
+    encoder = DenseReranker(device="cpu")  # one loaded model; only its cache changes
     encoder.rerank(*queries[0])  # warm-up
 
     def run() -> None:
@@ -131,10 +131,10 @@ def dense(queries: list[tuple[str, list[str]]], repeats: int) -> dict[str, Any]:
 
 
 def cascade(queries: list[tuple[str, list[str]]], delay_s: float) -> dict[str, Any]:
-    llm = LLMReranker(SimulatedBackend("dl19", delay_s=delay_s), strategy="listwise")
+    llm = LLMReranker(simulated_backend("dl19", delay_s=delay_s), strategy="listwise")
     pipeline = Cascade(
         [
-            Stage(BiEncoderReranker(device="cpu"), keep=50),
+            Stage(DenseReranker(device="cpu"), keep=50),
             Stage(CrossEncoderReranker(device="cpu"), keep=20),
             Stage(llm, keep=5),
         ]

@@ -28,7 +28,7 @@ from llmrerank import LLMReranker
 from llmrerank.evaluation.datasets import EvalQuery, GoldenSet, load_dataset
 from llmrerank.evaluation.metrics import evaluate
 from llmrerank.strategies import Listwise, Pairwise, Pointwise, Setwise, Strategy
-from llmrerank.testing import SimulatedBackend
+from llmrerank.testing import simulated_backend
 
 DEPTH = 100
 TOP_K = 10
@@ -63,7 +63,7 @@ def methods() -> list[Method]:
 
 
 def timed(strategy: Strategy, query: EvalQuery, *, delay_s: float, concurrency: int) -> dict[str, float]:
-    backend = SimulatedBackend("dl19", delay_s=delay_s)
+    backend = simulated_backend("dl19", delay_s=delay_s)
     reranker = LLMReranker(backend, strategy=strategy, max_concurrency=concurrency)
     started = time.perf_counter()
     ranking = reranker.rerank(query.query, query.candidates[:DEPTH], top_k=TOP_K)
@@ -78,7 +78,7 @@ def timed(strategy: Strategy, query: EvalQuery, *, delay_s: float, concurrency: 
 
 
 def quality(strategy: Strategy, golden: GoldenSet, noise: float) -> float:
-    reranker = LLMReranker(SimulatedBackend(f"dl19@{noise}"), strategy=strategy, max_concurrency=16)
+    reranker = LLMReranker(simulated_backend(f"dl19@{noise}"), strategy=strategy, max_concurrency=16)
     run = {}
     for query in golden.queries:
         ranking = reranker.rerank(query.query, query.candidates[:DEPTH])

@@ -11,58 +11,45 @@ The installed SDK's ``messages.create`` has no ``temperature`` argument, so it t
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 from ..errors import UserError
 from ..types import Usage
+from ._clients import SDKBackend
 from ._errors import translate_sdk_error
-from .base import Backend, BackendReply, BackendRequest
+from .base import BackendReply, BackendRequest
+from .endpoint import Endpoint
 
 __all__ = ["AnthropicBackend"]
 
 _MODES = ("tool", "json_schema", "prompt")
 
 
-class AnthropicBackend(Backend):
-    provider = "anthropic"
-
+class AnthropicBackend(SDKBackend):
     def __init__(
         self,
         model: str,
         *,
         base_url: str | None = None,
         api_key: str | None = None,
+        endpoint: Endpoint | None = None,
         timeout_s: float = 60.0,
         structured_output: str = "tool",
     ) -> None:
-        try:
-            import anthropic
-        except ImportError as exc:  # pragma: no cover - the SDK is a core dependency
-            raise UserError("the Anthropic backend needs `pip install anthropic`") from exc
+        import anthropic
+
         if structured_output not in _MODES:
             raise UserError(f"structured_output must be one of {_MODES}")
+        if endpoint is not None and (base_url is not None or api_key is not None):
+            raise UserError("give endpoint= or base_url=/api_key=, not both")
         self._sdk = anthropic
         self.model = model
-        self.base_url = base_url.rstrip("/") if base_url else None
-        if api_key is None:
-            api_key = os.environ.get("ANTHROPIC_API_KEY") if self.base_url is None else "not-needed"
-            if api_key is None:
-                raise UserError("AnthropicBackend needs ANTHROPIC_API_KEY or api_key=")
-        self.timeout_s = timeout_s
         self.structured_output = structured_output
-        self._open_clients(
-            anthropic.Anthropic,
-            anthropic.AsyncAnthropic,
-            api_key=api_key,
-            base_url=self.base_url,
-            timeout=timeout_s,
-        )
+        endpoint = endpoint or Endpoint.for_api("anthropic", base_url=base_url, api_key=api_key)
+        self._connect(endpoint, anthropic.Anthropic, anthropic.AsyncAnthropic, timeout_s)
 
     def identity(self) -> dict[str, Any]:
         identity = super().identity()
-        if self.base_url is not None:
-            identity["base_url"] = self.base_url
         identity["structured_output"] = self.structured_output
         return identity
 
@@ -113,14 +100,14 @@ class AnthropicBackend(Backend):
 
     def complete(self, request: BackendRequest) -> BackendReply:
         try:
-            message = self._client.messages.create(**self._arguments(request))
+            message = self.clients.sync.messages.create(**self._arguments(request))
         except self._sdk.AnthropicError as exc:
             raise translate_sdk_error(exc, self._sdk, self.provider) from exc
         return self._reply(message)
 
     async def acomplete(self, request: BackendRequest) -> BackendReply:
         try:
-            message = await self.async_client().messages.create(**self._arguments(request))
+            message = await self.clients.for_running_loop().messages.create(**self._arguments(request))
         except self._sdk.AnthropicError as exc:
             raise translate_sdk_error(exc, self._sdk, self.provider) from exc
         return self._reply(message)

@@ -1,8 +1,9 @@
 """``local:[PATH.gguf]``: a llama.cpp server that llmrerank starts, shares and stops.
 
-The server speaks the OpenAI wire format, so this is the OpenAI backend pointed at it,
-with JSON-schema constrained decoding (grades, permutations and choices always parse).
-Set ``LLMRERANK_LOCAL_URL`` to use a server that is already running instead.
+The server speaks the OpenAI wire format, so the backend is ``OpenAIBackend`` over the
+server's ``Endpoint``, with JSON-schema constrained decoding (grades, permutations and
+choices always parse). ``base_url=`` (or ``LLMRERANK_LOCAL_URL``) attaches to a server
+that is already running instead of starting one.
 """
 
 from __future__ import annotations
@@ -12,19 +13,20 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from .base import Backend
+from .endpoint import Endpoint
+from .llama_server import LocalLLMServer, resolve_local_model
 from .openai import OpenAIBackend
 
-__all__ = ["LocalBackend", "shared_server"]
+__all__ = ["local_backend", "local_endpoint", "shared_server"]
 
-_servers: dict[tuple[str, int], Any] = {}
+_servers: dict[tuple[str, int, int], LocalLLMServer] = {}
 _lock = threading.Lock()
 
 
-def shared_server(model_path: Path, *, parallel: int = 4, ctx_per_slot: int = 4096) -> Any:
-    """One running server per (model, parallel slots) in this process, started on first use."""
-    from ..local import LocalLLMServer
-
-    key = (str(model_path), parallel)
+def shared_server(model_path: Path, *, parallel: int = 4, ctx_per_slot: int = 4096) -> LocalLLMServer:
+    """One running server per (model, slots, context) in this process, started on first use."""
+    key = (str(model_path), parallel, ctx_per_slot)
     with _lock:
         server = _servers.get(key)
         if server is None or not server.running:
@@ -34,38 +36,35 @@ def shared_server(model_path: Path, *, parallel: int = 4, ctx_per_slot: int = 40
         return server
 
 
-class LocalBackend(OpenAIBackend):
-    provider = "local"
+def local_endpoint(
+    model: str = "", *, url: str | None = None, parallel: int = 4, ctx_per_slot: int = 4096
+) -> tuple[str, Endpoint]:
+    """The model name and endpoint of a managed (started here) or attached llama.cpp server."""
+    url = url or os.environ.get("LLMRERANK_LOCAL_URL")
+    if url:
+        server = LocalLLMServer.attach(url)
+        name = model or "attached"
+        # an attached server's URL is stable and names what answers
+        identity: dict[str, Any] = {"base_url": server.url, "model_file": name}
+    else:
+        path = resolve_local_model(model)
+        server = shared_server(path, parallel=parallel, ctx_per_slot=ctx_per_slot)
+        name = path.stem
+        # the port changes every run; the model file is what determines the reply
+        identity = {"model_file": f"{path.name}:{path.stat().st_size}"}
+    endpoint = Endpoint(provider="local", base_url=server.openai_base_url, identity=identity, owner=server)
+    return name, endpoint
 
-    def __init__(
-        self,
-        model: str = "",
-        *,
-        parallel: int = 4,
-        ctx_per_slot: int = 4096,
-        timeout_s: float = 120.0,
-        url: str | None = None,
-    ) -> None:
-        from ..local import LocalLLMServer, resolve_local_model
 
-        url = url or os.environ.get("LLMRERANK_LOCAL_URL")
-        if url:
-            server = LocalLLMServer.attach(url)
-            name = model or "attached"
-            self.model_file = name
-        else:
-            path = resolve_local_model(model)
-            server = shared_server(path, parallel=parallel, ctx_per_slot=ctx_per_slot)
-            name = path.stem
-            self.model_file = f"{path.name}:{path.stat().st_size}"
-        self.server = server
-        super().__init__(name, base_url=server.openai_base_url, timeout_s=timeout_s)
-        self.provider = "local"
-
-    def identity(self) -> dict[str, Any]:
-        # The port changes every run; the model file is what determines the reply.
-        return {
-            "provider": "local",
-            "model_file": self.model_file,
-            "structured_output": self.structured_output,
-        }
+def local_backend(
+    model: str = "",
+    *,
+    base_url: str | None = None,
+    parallel: int = 4,
+    ctx_per_slot: int = 4096,
+    timeout_s: float = 120.0,
+    **options: Any,
+) -> Backend:
+    """The ``local:`` factory."""
+    name, endpoint = local_endpoint(model, url=base_url, parallel=parallel, ctx_per_slot=ctx_per_slot)
+    return OpenAIBackend(name, endpoint=endpoint, timeout_s=timeout_s, **options)

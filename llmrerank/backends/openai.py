@@ -3,25 +3,25 @@
 ``OpenAIBackend("gpt-4o-mini")`` talks to OpenAI with ``OPENAI_API_KEY``;
 ``OpenAIBackend("qwen2.5", base_url="http://127.0.0.1:8080/v1")`` talks to vLLM, Ollama,
 llama.cpp's ``llama-server`` or LM Studio, and never sends ``OPENAI_API_KEY`` there (pass
-``api_key=`` if that server wants one).
+``api_key=`` if that server wants one). ``endpoint=`` takes a resolved ``Endpoint``
+(a managed llama.cpp server, a test judge).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from ..errors import UserError
-from ..types import Usage
+from ..types import TokenLogprob, Usage
+from ._clients import SDKBackend
 from ._errors import translate_sdk_error
-from .base import Backend, BackendReply, BackendRequest, TokenLogprob
+from .base import BackendReply, BackendRequest
+from .endpoint import Endpoint
 
 __all__ = ["OpenAIBackend"]
 
-_OPENAI_HOSTS = ("https://api.openai.com",)
 
-
-class OpenAIBackend(Backend):
+class OpenAIBackend(SDKBackend):
     """``structured_output``: ``"json_schema"`` (native, default) or ``"prompt"`` (the
     instructions ask for JSON and the tolerant parser reads it), for servers without schemas."""
 
@@ -31,42 +31,29 @@ class OpenAIBackend(Backend):
         *,
         base_url: str | None = None,
         api_key: str | None = None,
+        endpoint: Endpoint | None = None,
         timeout_s: float = 60.0,
         structured_output: str = "json_schema",
         logprobs: bool | None = None,
         extra_body: dict[str, Any] | None = None,
     ) -> None:
-        try:
-            import openai
-        except ImportError as exc:  # pragma: no cover - the SDK is a core dependency
-            raise UserError("the OpenAI backend needs `pip install openai`") from exc
+        import openai
+
         if structured_output not in ("json_schema", "prompt"):
             raise UserError("structured_output must be 'json_schema' or 'prompt'")
+        if endpoint is not None and (base_url is not None or api_key is not None):
+            raise UserError("give endpoint= or base_url=/api_key=, not both")
         self._sdk = openai
         self.model = model
-        self.base_url = base_url.rstrip("/") if base_url else None
-        official = self.base_url is None or self.base_url.startswith(_OPENAI_HOSTS)
-        self.provider = "openai" if official else "openai-compatible"
-        if api_key is None:
-            api_key = os.environ.get("OPENAI_API_KEY") if official else "not-needed"
-            if api_key is None:
-                raise UserError(
-                    "OpenAIBackend needs an API key: set OPENAI_API_KEY or pass api_key=, "
-                    "or point base_url at an OpenAI-compatible server"
-                )
-        self.timeout_s = timeout_s
         self.structured_output = structured_output
         # Chat-completions logprobs: OpenAI and llama.cpp/vLLM return them.
         self.supports_logprobs = True if logprobs is None else logprobs
         self.extra_body = dict(extra_body or {})
-        self._open_clients(
-            openai.OpenAI, openai.AsyncOpenAI, api_key=api_key, base_url=self.base_url, timeout=timeout_s
-        )
+        endpoint = endpoint or Endpoint.for_api("openai", base_url=base_url, api_key=api_key)
+        self._connect(endpoint, openai.OpenAI, openai.AsyncOpenAI, timeout_s)
 
     def identity(self) -> dict[str, Any]:
         identity = super().identity()
-        if self.provider != "openai":
-            identity["base_url"] = self.base_url
         identity["structured_output"] = self.structured_output
         if self.extra_body:
             identity["extra_body"] = self.extra_body
@@ -123,14 +110,16 @@ class OpenAIBackend(Backend):
 
     def complete(self, request: BackendRequest) -> BackendReply:
         try:
-            completion = self._client.chat.completions.create(**self._arguments(request))
+            completion = self.clients.sync.chat.completions.create(**self._arguments(request))
         except self._sdk.OpenAIError as exc:
             raise translate_sdk_error(exc, self._sdk, self.provider) from exc
         return self._reply(completion)
 
     async def acomplete(self, request: BackendRequest) -> BackendReply:
         try:
-            completion = await self.async_client().chat.completions.create(**self._arguments(request))
+            completion = await self.clients.for_running_loop().chat.completions.create(
+                **self._arguments(request)
+            )
         except self._sdk.OpenAIError as exc:
             raise translate_sdk_error(exc, self._sdk, self.provider) from exc
         return self._reply(completion)

@@ -12,7 +12,7 @@ from .datasets import (
     read_qrels,
 )
 from .metrics import DEFAULT_METRICS, evaluate
-from .pipelines import PipelineSpec, build_pipeline
+from .pipelines import PipelineSpec, expand_pipelines
 from .report import write_report
 from .runner import Experiment, load_experiment, run_experiment
 from .sweep import sweep_depths
@@ -25,9 +25,9 @@ __all__ = [
     "GateRule",
     "GoldenSet",
     "PipelineSpec",
-    "build_pipeline",
     "compare_results",
     "evaluate",
+    "expand_pipelines",
     "load_beir",
     "load_candidates_jsonl",
     "load_dataset",

@@ -4,7 +4,7 @@ Formats: the JSONL candidates format (``{"qid", "query", "candidates": [{"docid"
 "text", "bm25_score"|"score"}]}``) with TREC qrels; BEIR folders (corpus.jsonl,
 queries.jsonl, qrels/SPLIT.tsv) with BM25 (bm25s) as the first stage; TREC runs with a text
 source. Named sets: ``dl19``, ``dl20``, ``scifact`` (from the offline assets) and every
-folder under ``evals/datasets/``.
+folder under ``evals/datasets/`` (or ``LLMRERANK_DATASETS``).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .._assets import REPO_ROOT, TREC_FILES, asset
 from ..errors import UserError
+from ..settings import TREC_FILES, asset, dataset_dirs
 from ..types import Candidate
 
 __all__ = [
@@ -28,8 +28,6 @@ __all__ = [
     "load_trec_run",
     "read_qrels",
 ]
-
-PROJECT_DATASETS = REPO_ROOT / "evals" / "datasets"
 
 
 @dataclass(frozen=True)
@@ -181,9 +179,10 @@ def load_dataset(spec: str, *, limit: int | None = None, depth: int | None = Non
     elif spec == "scifact":
         golden = load_beir(asset("datasets/beir-scifact"), depth=depth or 100, name="scifact")
     else:
-        folder = PROJECT_DATASETS / spec if (PROJECT_DATASETS / spec).is_dir() else Path(spec)
+        named = [d / spec for d in dataset_dirs() if (d / spec).is_dir()]
+        folder = named[0] if named else Path(spec)
         if not (folder / "candidates.jsonl").is_file():
-            known = sorted(p.name for p in PROJECT_DATASETS.iterdir() if p.is_dir())
+            known = sorted({p.name for d in dataset_dirs() if d.is_dir() for p in d.iterdir() if p.is_dir()})
             raise UserError(f"unknown dataset {spec!r}; use dl19, dl20, scifact, {known} or a folder")
         meta_path = folder / "dataset.json"
         meta = json.loads(meta_path.read_text("utf-8")) if meta_path.exists() else {}

@@ -18,15 +18,14 @@ from typing import Any
 
 import yaml
 
-from .._assets import REPO_ROOT
-from ..base import Reranker
 from ..cache import DiskCache
 from ..errors import BudgetError, UserError
 from ..pricing import PriceTable
+from ..rerankers.protocol import Reranker
 from ..types import Ranking
 from .datasets import GoldenSet, load_dataset
 from .metrics import DEFAULT_METRICS, evaluate
-from .pipelines import PipelineSpec, build_pipeline, expand_pipelines
+from .pipelines import PipelineSpec, expand_pipelines
 
 __all__ = ["Experiment", "RunResult", "estimate", "load_experiment", "run_experiment"]
 
@@ -91,10 +90,10 @@ def _slug(text: str) -> str:
 
 
 def _git_commit() -> str | None:
+    """The commit of the repository the experiment runs in (the current directory), if any."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
-            cwd=REPO_ROOT,
             capture_output=True,
             text=True,
             timeout=5,
@@ -154,7 +153,7 @@ def estimate(
     for dataset_spec in experiment.datasets:
         golden = load_dataset(dataset_spec.name, limit=dataset_spec.limit, depth=dataset_spec.depth)
         for spec in experiment.pipelines:
-            if not spec.llm:
+            if not isinstance(spec.llm, str):
                 rows.append(
                     {
                         "dataset": golden.name,
@@ -212,7 +211,7 @@ def run_experiment(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cache = DiskCache(experiment.cache_dir) if experiment.cache_dir else None
-    build = factory or (lambda spec: build_pipeline(spec, cache=cache))
+    build = factory or (lambda spec: spec.build(cache=cache))
     prices = PriceTable()
     spent = 0.0
     for dataset_spec in experiment.datasets:

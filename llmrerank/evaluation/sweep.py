@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..base import Reranker
+from ..rerankers.protocol import Reranker
 from .pipelines import PipelineSpec
 from .runner import DatasetSpec, Experiment, run_experiment
 

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import PromptError
-from ..plan import Plan
 from ..prompts import Prompt
 from ..rubrics import DEFAULT_RUBRIC, Rubric
 from ..types import Candidate
+from .plan import Plan
 
 __all__ = ["PassageBudget", "PlanContext", "Strategy", "label_passages"]
 

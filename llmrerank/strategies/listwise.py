@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 from ..errors import UserError
 from ..outputs import PermutationOutput
-from ..plan import Answer, LLMRequest, Outcome, Plan
 from .base import PlanContext, Strategy, label_passages
+from .plan import Answer, LLMRequest, Outcome, Plan
 
 __all__ = ["Listwise", "sliding_windows"]
 

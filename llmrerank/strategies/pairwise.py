@@ -17,9 +17,9 @@ from typing import Any
 
 from ..errors import BudgetError, UserError
 from ..outputs import Preference
-from ..plan import Answer, LLMRequest, Outcome, Plan
 from ._heap import heap_top_k
 from .base import PlanContext, Strategy, label_passages
+from .plan import Answer, LLMRequest, Outcome, Plan
 
 __all__ = ["Pairwise"]
 

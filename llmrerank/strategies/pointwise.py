@@ -10,10 +10,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from ..backends.base import TokenLogprob
 from ..outputs import GradeOutput
-from ..plan import LLMRequest, Outcome, Plan
+from ..types import TokenLogprob
 from .base import PlanContext, Strategy
+from .plan import LLMRequest, Outcome, Plan
 
 __all__ = ["Pointwise", "expected_grade"]
 

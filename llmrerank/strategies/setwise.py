@@ -13,9 +13,9 @@ from typing import Any
 
 from ..errors import UserError
 from ..outputs import BestChoice
-from ..plan import LLMRequest, Outcome, Plan
 from ._heap import heap_top_k
 from .base import PlanContext, Strategy, label_passages
+from .plan import LLMRequest, Outcome, Plan
 
 __all__ = ["Setwise"]
 

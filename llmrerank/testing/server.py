@@ -3,7 +3,8 @@
 Tests and benchmarks point the *real* SDKs at it: ``POST /v1/chat/completions`` and
 ``POST /v1/messages`` answer with whatever the handler decides — a reply, an HTTP error in
 the provider's error shape, or a hang — so request shapes, usage, retries, timeouts and
-re-asks are exercised over real HTTP without the internet.
+re-asks are exercised over real HTTP without the internet. Long because both wire formats
+(request parsing, success and error bodies) live here side by side, in one place.
 """
 
 from __future__ import annotations

@@ -2,20 +2,25 @@
 backend, for benchmarks, the eval harness and trying the CLI without any model.
 
 ``sim:dl19`` answers perfectly from the TREC DL 2019 qrels; ``sim:dl19@0.1`` errs 10% of
-the time. Servers are started once per process and stop with it.
+the time. Judge servers are started once per process (by the factory, never by a
+constructor) and stop with it. The prefix is registered through the ``llmrerank.backends``
+entry point and when ``llmrerank.testing`` is imported.
 """
 
 from __future__ import annotations
 
 import threading
+from typing import Any
 
-from .._assets import TREC_FILES, asset
+from ..backends.base import Backend
+from ..backends.endpoint import Endpoint
 from ..backends.openai import OpenAIBackend
 from ..errors import UserError
+from ..settings import TREC_FILES, asset
 from .judge import SimulatedJudge
 from .server import WireServer
 
-__all__ = ["SimulatedBackend"]
+__all__ = ["judge_endpoint", "simulated_backend"]
 
 _servers: dict[tuple[str, float, float], WireServer] = {}
 _lock = threading.Lock()
@@ -33,17 +38,27 @@ def _server(dataset: str, error_rate: float, delay_s: float) -> WireServer:
         return _servers[key]
 
 
-class SimulatedBackend(OpenAIBackend):
-    def __init__(self, spec: str = "dl19", *, delay_s: float = 0.0, timeout_s: float = 60.0) -> None:
-        dataset, _, noise = spec.partition("@")
-        try:
-            error_rate = float(noise) if noise else 0.0
-        except ValueError:
-            raise UserError(f"sim:{spec}: noise must be a number, e.g. sim:dl19@0.1") from None
-        server = _server(dataset or "dl19", error_rate, delay_s)
-        self.judge_spec = f"{dataset or 'dl19'}@{error_rate}"
-        super().__init__(f"sim-{self.judge_spec}", base_url=server.openai_base_url, timeout_s=timeout_s)
-        self.provider = "sim"
+def judge_endpoint(spec: str = "dl19", *, delay_s: float = 0.0) -> tuple[str, Endpoint]:
+    """The model name and endpoint of the judge server for ``DATASET[@NOISE]``."""
+    dataset, _, noise = spec.partition("@")
+    try:
+        error_rate = float(noise) if noise else 0.0
+    except ValueError:
+        raise UserError(f"sim:{spec}: noise must be a number, e.g. sim:dl19@0.1") from None
+    dataset = dataset or "dl19"
+    server = _server(dataset, error_rate, delay_s)
+    judge = f"{dataset}@{error_rate}"
+    endpoint = Endpoint(
+        provider="sim", base_url=server.openai_base_url, identity={"judge": judge}, owner=server
+    )
+    return f"sim-{judge}", endpoint
 
-    def identity(self) -> dict[str, object]:
-        return {"provider": "sim", "judge": self.judge_spec}
+
+def simulated_backend(
+    spec: str = "dl19", *, base_url: str | None = None, delay_s: float = 0.0, **options: Any
+) -> Backend:
+    """The ``sim:`` factory."""
+    if base_url is not None:
+        raise UserError("sim: runs its own judge server; it takes no base_url")
+    name, endpoint = judge_endpoint(spec, delay_s=delay_s)
+    return OpenAIBackend(name, endpoint=endpoint, **options)

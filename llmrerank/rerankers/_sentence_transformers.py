@@ -9,8 +9,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import UserError
-from .types import Candidate, CandidateLike, Ranking, as_candidates
+from ..errors import UserError
+from ..types import Candidate, CandidateLike, Ranking, as_candidates
 
 logger = logging.getLogger("llmrerank")
 
@@ -38,11 +38,11 @@ def resolve_device(device: str) -> str:
     return "cpu"
 
 
-class LocalModelStage:
+class EncoderStage:
     """Base of the local stages. Subclasses build the model in ``_load`` and rank a
     non-empty candidate list in ``_rank``; the model loads on first use, once."""
 
-    is_llm = False
+    uses_llm = False
     kind = "local model"
 
     def __init__(self, model_name: str, *, device: str, batch_size: int, name: str) -> None:

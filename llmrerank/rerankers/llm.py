@@ -6,16 +6,17 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from .backends.base import Backend
-from .cache import DiskCache
-from .driver import Driver, RetryPolicy
-from .errors import UserError
-from .plan import Outcome
-from .prompts import Prompt, PromptLibrary
-from .rubrics import DEFAULT_RUBRIC, Rubric
-from .strategies import Strategy, make_strategy
-from .strategies.base import PassageBudget, PlanContext
-from .types import CallRecord, Candidate, CandidateLike, Ranking, as_candidates, ranking_from_order
+from ..backends.base import Backend
+from ..cache import DiskCache
+from ..driver import Driver, RetryPolicy
+from ..errors import UserError
+from ..prompts import Prompt, PromptLibrary
+from ..rubrics import DEFAULT_RUBRIC, Rubric
+from ..strategies import Strategy, make_strategy
+from ..strategies.base import PassageBudget, PlanContext
+from ..strategies.plan import Outcome
+from ..types import CallRecord, Candidate, CandidateLike, Ranking, as_candidates
+from .protocol import ranking_from_order
 
 __all__ = ["LLMReranker"]
 
@@ -42,7 +43,7 @@ class LLMReranker:
     configured ``Strategy``; ``prompt`` defaults to the strategy's newest prompt.
     """
 
-    is_llm = True
+    uses_llm = True
 
     def __init__(
         self,

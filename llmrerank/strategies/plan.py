@@ -11,10 +11,9 @@ from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .backends.base import TokenLogprob
-from .outputs import OutputSpec
-from .prompts import Prompt, RenderedPrompt
-from .types import CallRecord
+from ..outputs import OutputSpec
+from ..prompts import Prompt, RenderedPrompt
+from ..types import CallRecord, TokenLogprob
 
 __all__ = ["Answer", "LLMRequest", "Outcome", "Plan"]
 

@@ -27,7 +27,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .errors import LocalServerError, UserError
+from ..errors import LocalServerError, UserError
 
 __all__ = ["DEFAULT_MODEL_SIZE", "LocalLLMServer", "default_model_path", "resolve_local_model"]
 

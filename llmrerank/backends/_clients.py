@@ -1,0 +1,117 @@
+"""SDK client plumbing shared by the wire-format backends: one sync client, one async
+client per event loop, SDK retries off (the driver's retry policy owns them)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from .base import Backend
+from .endpoint import Endpoint
+
+__all__ = ["SDKBackend", "SDKClients"]
+
+
+class SDKClients:
+    """Holds an SDK's clients for one backend. Safe to share across threads, and across
+    event loops: an async client belongs to the loop that made it, so each running loop
+    gets its own, closed when that loop's last user leaves (``release``)."""
+
+    def __init__(self, sync_class: Callable[..., Any], async_class: Callable[..., Any], **args: Any) -> None:
+        self._args = {**args, "max_retries": 0}
+        self._async_class = async_class
+        self._lock = threading.Lock()
+        self._sync: Any = None
+        self._sync_class = sync_class
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+        self._users: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = weakref.WeakKeyDictionary()
+
+    @property
+    def sync(self) -> Any:
+        with self._lock:
+            if self._sync is None:
+                self._sync = self._sync_class(**self._args)
+                weakref.finalize(self, self._sync.close)
+            return self._sync
+
+    def for_running_loop(self) -> Any:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            client = self._async.get(loop)
+            if client is None:
+                client = self._async[loop] = self._async_class(**self._args)
+            return client
+
+    def enter(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            self._users[loop] = self._users.get(loop, 0) + 1
+
+    async def release(self) -> None:
+        """The last user of this loop's client closes it, so no socket outlives its loop."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            remaining = self._users.get(loop, 1) - 1
+            self._users[loop] = remaining
+            client = self._async.pop(loop, None) if remaining <= 0 else None
+        if client is not None:
+            await client.close()
+
+    async def aclose(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            client = self._async.pop(loop, None)
+        if client is not None:
+            await client.close()
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._sync = self._sync, None
+        if client is not None:
+            client.close()
+
+
+class SDKBackend(Backend):
+    """A ``Backend`` whose wire format is an official SDK, over an ``Endpoint``."""
+
+    endpoint: Endpoint
+    clients: SDKClients
+
+    def _connect(
+        self,
+        endpoint: Endpoint,
+        sync_class: Callable[..., Any],
+        async_class: Callable[..., Any],
+        timeout_s: float,
+    ) -> None:
+        self.endpoint = endpoint
+        self.provider = endpoint.provider
+        self.timeout_s = timeout_s
+        self.clients = SDKClients(
+            sync_class, async_class, api_key=endpoint.api_key, base_url=endpoint.base_url, timeout=timeout_s
+        )
+
+    @property
+    def base_url(self) -> str:
+        return self.endpoint.base_url
+
+    def identity(self) -> dict[str, Any]:
+        return {"provider": self.provider, "model": self.model, **self.endpoint.identity}
+
+    @asynccontextmanager
+    async def connected(self) -> AsyncIterator[None]:
+        self.clients.enter()
+        try:
+            yield
+        finally:
+            await self.clients.release()
+
+    async def aclose(self) -> None:
+        await self.clients.aclose()
+
+    def close(self) -> None:
+        self.clients.close()

@@ -1,0 +1,50 @@
+"""The ``llmrerank`` command group: one-line errors, logging flags, the shared cache option."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any, NoReturn
+
+import click
+
+from ..cache import DiskCache
+from ..errors import LLMRerankError, UserError
+
+__all__ = ["DEFAULT_CACHE_DIR", "main", "open_cache"]
+
+DEFAULT_CACHE_DIR = "~/.cache/llmrerank"
+
+
+def _fail(exc: LLMRerankError) -> NoReturn:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(2 if isinstance(exc, UserError) else 1)
+
+
+class _Group(click.Group):
+    """Turns library errors into one line and a non-zero exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LLMRerankError as exc:
+            _fail(exc)
+
+
+@click.group(cls=_Group)
+@click.option("-v", "--verbose", count=True, help="-v for info logs, -vv for debug.")
+@click.version_option(package_name="llmrerank")
+def main(verbose: int) -> None:
+    """An LLM precision pass between retrieval and generation."""
+    if verbose:
+        logging.basicConfig(
+            level=logging.DEBUG if verbose > 1 else logging.INFO,
+            format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        )
+
+
+def open_cache(cache_dir: str | None, no_cache: bool, mode: str) -> DiskCache | None:
+    if no_cache:
+        return None
+    return DiskCache(cache_dir or os.environ.get("LLMRERANK_CACHE_DIR", DEFAULT_CACHE_DIR), mode=mode)

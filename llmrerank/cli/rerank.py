@@ -1,0 +1,157 @@
+"""``llmrerank rerank``: JSONL in, JSONL rankings out, through one ``PipelineSpec``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import IO, Any
+
+import click
+
+from ..errors import UserError
+from ..pipeline import PipelineSpec
+from ._app import DEFAULT_CACHE_DIR, main, open_cache
+
+__all__ = ["rerank", "spec_from_flags"]
+
+
+def _read_requests(stream: IO[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    for number, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"input line {number} is not JSON: {exc.msg}") from None
+        if not isinstance(record, dict) or "query" not in record or "candidates" not in record:
+            raise UserError(f"input line {number} needs 'query' and 'candidates'")
+        yield number, record
+
+
+def spec_from_flags(
+    *,
+    pipeline: str | None = None,
+    model: str | None = None,
+    base_url: str | None = None,
+    strategy: str = "pointwise",
+    prompt: str | None = None,
+    rubric: str | None = None,
+    max_concurrency: int = 8,
+    narrow_with: tuple[str, ...] = (),
+    narrow_to: tuple[int, ...] = (),
+    top_k: int | None = None,
+    llm_timeout_s: float | None = None,
+    bypass_llm: bool | None = None,
+    trace: str | None = None,
+) -> PipelineSpec:
+    """The CLI's flags as a ``PipelineSpec`` (over ``--pipeline FILE`` when given)."""
+    spec = PipelineSpec.from_yaml(pipeline) if pipeline else PipelineSpec(name="cli")
+    changes: dict[str, Any] = {
+        "llm": model,
+        "base_url": base_url,
+        "prompt": prompt,
+        "rubric": rubric,
+        "llm_timeout_s": llm_timeout_s,
+        "bypass_llm": bypass_llm,
+        "trace": trace,
+        "top_k": top_k,
+    }
+    spec = spec.with_changes(**{k: v for k, v in changes.items() if v is not None})
+    if narrow_with:
+        spec = spec.with_changes(narrow_with=narrow_with, narrow_to=narrow_to)
+    elif narrow_to:
+        spec = spec.with_changes(narrow_to=narrow_to)
+    if model or not pipeline:
+        spec = spec.with_changes(strategy=strategy, max_concurrency=max_concurrency)
+    if spec.llm is None and not spec.narrow_with:
+        raise UserError("give --model, --narrow-with, --pipeline, or a combination")
+    return spec
+
+
+@main.command()
+@click.option(
+    "--pipeline",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A pipeline spec (YAML); the flags below override its fields.",
+)
+@click.option("--model", "-m", help="openai:MODEL, anthropic:MODEL, local:[PATH.gguf] or sim:DATASET.")
+@click.option("--base-url", help="An OpenAI- or Anthropic-compatible server.")
+@click.option(
+    "--strategy",
+    "-s",
+    default="pointwise",
+    show_default=True,
+    type=click.Choice(["pointwise", "listwise", "pairwise", "setwise"]),
+)
+@click.option("--prompt", "-p", help="Prompt ref, e.g. pointwise/relevance@1 (default: newest).")
+@click.option("--rubric", "-r", type=click.Path(exists=True, dir_okay=False), help="Rubric YAML.")
+@click.option("--top-k", "-k", type=int, help="Keep only the first K of each ranking.")
+@click.option("--input", "-i", "input_file", type=click.File("r"), default="-", help="JSONL input.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), help=f"Default {DEFAULT_CACHE_DIR}.")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the response cache.")
+@click.option(
+    "--cache-mode",
+    default="read_write",
+    show_default=True,
+    type=click.Choice(["read_write", "read_only", "refresh", "off"]),
+)
+@click.option("--max-concurrency", type=int, default=8, show_default=True)
+@click.option(
+    "--narrow-with",
+    "narrow_with",
+    multiple=True,
+    help="Narrowing stage before the LLM: dense:[MODEL] or cross-encoder:[MODEL] (repeatable).",
+)
+@click.option(
+    "--cross-encoder",
+    "cross_encoders",
+    multiple=True,
+    help="Shorthand for --narrow-with cross-encoder:PATH_OR_NAME (runs after --narrow-with stages).",
+)
+@click.option("--narrow-to", type=int, multiple=True, help="Candidates each narrowing stage keeps.")
+@click.option("--llm-timeout", type=float, help="Seconds before the LLM stage falls back.")
+@click.option("--bypass-llm", is_flag=True, default=None, help="Skip the LLM stage.")
+@click.option("--trace", type=click.Path(dir_okay=False), help="Append a JSONL trace per request.")
+def rerank(
+    pipeline: str | None,
+    model: str | None,
+    base_url: str | None,
+    strategy: str,
+    prompt: str | None,
+    rubric: str | None,
+    top_k: int | None,
+    input_file: IO[str],
+    cache_dir: str | None,
+    no_cache: bool,
+    cache_mode: str,
+    max_concurrency: int,
+    narrow_with: tuple[str, ...],
+    cross_encoders: tuple[str, ...],
+    narrow_to: tuple[int, ...],
+    llm_timeout: float | None,
+    bypass_llm: bool | None,
+    trace: str | None,
+) -> None:
+    """Rerank JSONL lines {"query", "candidates": [{"id", "text"}]} into JSONL rankings."""
+    spec = spec_from_flags(
+        pipeline=pipeline,
+        model=model,
+        base_url=base_url,
+        strategy=strategy,
+        prompt=prompt,
+        rubric=rubric,
+        max_concurrency=max_concurrency,
+        narrow_with=narrow_with + tuple(f"cross-encoder:{name}" for name in cross_encoders),
+        narrow_to=narrow_to,
+        top_k=top_k,
+        llm_timeout_s=llm_timeout,
+        bypass_llm=bypass_llm,
+        trace=trace,
+    )
+    reranker = spec.build(cache=open_cache(cache_dir, no_cache, cache_mode))
+    for number, record in _read_requests(input_file):
+        try:
+            ranking = reranker.rerank(record["query"], record["candidates"])
+        except UserError as exc:
+            raise UserError(f"input line {number}: {exc}") from exc
+        click.echo(json.dumps(ranking.to_dict(), ensure_ascii=False))

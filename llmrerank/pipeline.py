@@ -1,0 +1,285 @@
+"""The one place a reranking pipeline is assembled: narrowing stages, then the LLM.
+
+A ``PipelineSpec`` is plain data — loadable from a dict or YAML, written by CLI flags, an
+eval config or a service config — and ``spec.build(cache=...)`` turns it into a
+``Reranker``. ``hybrid()``, the CLI, the demo, the eval harness and the service all build
+through it, so one spec gives one ranking wherever it runs.
+
+The rule for counts: each narrowing stage passes its ``keep`` best on to the next
+(``narrow_to``: one value per narrowing stage, or one for all; when not given, 20, except
+that a last stage with no LLM after it keeps ``top_k``). The LLM stage is asked for
+``top_k``, so adaptive strategies such as heapsort stop once they know the head, and the
+result is trimmed to ``top_k`` (None: the full ranking). What a stage cut stays below the
+survivors in its earlier order, so an untrimmed result always holds every candidate.
+
+Stage specs: ``dense:[MODEL]`` and ``cross-encoder:[MODEL]`` (empty MODEL: the offline
+default), with options after ``?`` as in a URL: ``cross-encoder:?batch_size=16&device=cpu``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+import yaml
+
+from .errors import UserError
+from .rerankers.protocol import Reranker, ranking_from_order
+from .rubrics import Rubric
+from .types import CandidateLike, Ranking, as_candidates
+
+if TYPE_CHECKING:
+    from .cache import DiskCache
+    from .driver import RetryPolicy
+    from .pricing import PriceTable
+
+__all__ = [
+    "DEFAULT_NARROW_TO",
+    "FirstStage",
+    "PipelineSpec",
+    "build_stage",
+    "hybrid",
+]
+
+DEFAULT_NARROW_TO = 20
+
+StageLike = str | Reranker
+
+
+def _stage_kind(spec: str) -> tuple[str, str, dict[str, Any]]:
+    head, _, query = spec.partition("?")
+    kind, sep, model = head.partition(":")
+    if not sep:
+        raise UserError(f"stage {spec!r} needs a colon: dense:[MODEL] or cross-encoder:[MODEL]")
+    options: dict[str, Any] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)):
+        options[key] = yaml.safe_load(value) if value else ""
+    return kind, model, options
+
+
+def build_stage(spec: str, *, cache: DiskCache | None = None) -> Reranker:
+    """A local stage from its spec string; the dense stage shares the response cache (its
+    passage embeddings are cached there)."""
+    kind, model, options = _stage_kind(spec)
+    try:
+        if kind == "dense":
+            from .rerankers.dense import DenseReranker
+
+            return DenseReranker(model or None, cache=cache, **options)
+        if kind in ("cross-encoder", "ce"):
+            from .rerankers.cross_encoder import CrossEncoderReranker
+
+            return CrossEncoderReranker(model or None, **options)
+    except TypeError as exc:
+        raise UserError(f"stage {spec!r}: {exc}") from None
+    raise UserError(f"unknown stage {spec!r}; use dense:[MODEL] or cross-encoder:[MODEL]")
+
+
+class FirstStage:
+    """Keeps the first-stage order: the pipeline with no stages, and every eval's baseline."""
+
+    uses_llm = False
+    name = "first-stage"
+
+    def rerank(self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None) -> Ranking:
+        return ranking_from_order(query, as_candidates(candidates), stage=self.name).trimmed(top_k)
+
+    async def arerank(
+        self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None
+    ) -> Ranking:
+        return self.rerank(query, candidates, top_k=top_k)
+
+
+def _as_tuple(value: Any) -> tuple[Any, ...]:
+    if value is None:
+        return ()
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """Optional narrowing stages, then optionally an LLM stage.
+
+    ``narrow_with``: stage specs (``"dense:"``) or built rerankers. ``llm``: a model string
+    (``"openai:gpt-4o-mini"``, see ``make_backend``) or a built reranker. ``strategy``,
+    ``strategy_options``, ``prompt`` and ``rubric`` (a YAML path or a ``Rubric``) configure a
+    model-string LLM. ``llm_timeout_s`` is the LLM stage's time budget: past it, or on any
+    LLM failure, the earlier order is kept and the ranking says ``degraded`` (unless
+    ``fallback`` is false). ``call_timeout_s`` bounds each LLM call, ``retry`` its retries.
+    """
+
+    name: str = "pipeline"
+    narrow_with: tuple[StageLike, ...] = ()
+    narrow_to: tuple[int, ...] = ()
+    llm: StageLike | None = None
+    base_url: str | None = None
+    strategy: str = "pointwise"
+    strategy_options: Mapping[str, Any] = field(default_factory=dict)
+    prompt: str | None = None
+    rubric: str | Rubric | None = None
+    max_concurrency: int = 8
+    llm_timeout_s: float | None = None
+    call_timeout_s: float | None = None
+    retry: RetryPolicy | None = None
+    top_k: int | None = None
+    fallback: bool = True
+    skip_margin: float | None = None
+    bypass_llm: bool | None = None
+    trace: str | os.PathLike[str] | None = None
+
+    # -- loading ----------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> PipelineSpec:
+        """From a config mapping (YAML/JSON): the field names above; lists for tuples."""
+        known = {f.name for f in fields(cls)} - {"retry"}
+        unknown = set(raw) - known
+        if unknown:
+            raise UserError(
+                f"pipeline {raw.get('name', '?')!r}: unknown keys {sorted(unknown)}; known: {sorted(known)}"
+            )
+        values = dict(raw)
+        for key in ("narrow_with", "narrow_to"):
+            values[key] = _as_tuple(values.get(key))
+        if not isinstance(values.get("strategy_options") or {}, Mapping):
+            raise UserError(f"pipeline {raw.get('name', '?')!r}: strategy_options must be a mapping")
+        values["strategy_options"] = dict(values.get("strategy_options") or {})
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str]) -> PipelineSpec:
+        try:
+            raw = yaml.safe_load(Path(path).read_text("utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise UserError(f"cannot read pipeline {path}: {exc}") from exc
+        if not isinstance(raw, Mapping):
+            raise UserError(f"{path}: a pipeline is a mapping of the PipelineSpec fields")
+        return cls.from_dict(raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as data (built rerankers appear by name), for results and traces."""
+
+        def label(value: StageLike | None) -> str | None:
+            return value if value is None or isinstance(value, str) else value.name
+
+        return {
+            "name": self.name,
+            "narrow_with": [label(s) for s in self.narrow_with],
+            "narrow_to": list(self.keeps()),
+            "llm": label(self.llm),
+            "strategy": self.strategy if isinstance(self.llm, str) else None,
+            "strategy_options": dict(self.strategy_options),
+            "prompt": self.prompt,
+            "rubric": self.rubric if not isinstance(self.rubric, Rubric) else self.rubric.name,
+            "top_k": self.top_k,
+        }
+
+    def with_changes(self, **changes: Any) -> PipelineSpec:
+        return replace(self, **changes)
+
+    # -- the counts rule ----------------------------------------------------------------
+    def keeps(self) -> tuple[int | None, ...]:
+        """How many each narrowing stage passes on (see the module docstring)."""
+        n = len(self.narrow_with)
+        if not self.narrow_to:
+            last = DEFAULT_NARROW_TO if self.llm is not None else self.top_k
+            keeps: tuple[int | None, ...] = (DEFAULT_NARROW_TO,) * (n - 1) + (last,) if n else ()
+        elif len(self.narrow_to) == 1:
+            keeps = self.narrow_to * n
+        elif len(self.narrow_to) == n:
+            keeps = self.narrow_to
+        else:
+            raise UserError(
+                f"pipeline {self.name!r}: {n} narrowing stages but {len(self.narrow_to)} narrow_to "
+                "values; give one per stage or one for all"
+            )
+        for keep in keeps:
+            if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
+                raise UserError(f"pipeline {self.name!r}: narrow_to values must be positive integers")
+        return keeps
+
+    # -- building -----------------------------------------------------------------------
+    def build_llm(self, *, cache: DiskCache | None = None) -> Reranker:
+        """The LLM stage alone."""
+        if self.llm is None:
+            raise UserError(f"pipeline {self.name!r} has no llm")
+        if not isinstance(self.llm, str):
+            return self.llm
+        from .backends import make_backend
+        from .rerankers.llm import LLMReranker
+        from .strategies import make_strategy
+
+        options: dict[str, Any] = {}
+        if self.call_timeout_s is not None:
+            options["timeout_s"] = self.call_timeout_s
+        return LLMReranker(
+            make_backend(self.llm, base_url=self.base_url, **options),
+            strategy=make_strategy(self.strategy, **self.strategy_options),
+            prompt=self.prompt,
+            rubric=Rubric.load(self.rubric) if isinstance(self.rubric, (str, PurePath)) else self.rubric,
+            cache=cache,
+            max_concurrency=self.max_concurrency,
+            retry=self.retry,
+        )
+
+    def build(self, *, cache: DiskCache | None = None, prices: PriceTable | None = None) -> Reranker:
+        """Assemble the pipeline. With no stage at all it keeps the first-stage order."""
+        from .rerankers.cascade import Cascade, Stage
+
+        stages = [
+            Stage(build_stage(s, cache=cache) if isinstance(s, str) else s, keep=keep)
+            for s, keep in zip(self.narrow_with, self.keeps(), strict=True)
+        ]
+        if self.llm is not None:
+            stages.append(
+                Stage(
+                    self.build_llm(cache=cache),
+                    keep=self.top_k,
+                    timeout_s=self.llm_timeout_s,
+                    fallback=self.fallback,
+                )
+            )
+        if not stages:
+            return FirstStage()
+        return Cascade(
+            stages,
+            trace=self.trace,
+            bypass_llm=self.bypass_llm,
+            skip_margin=self.skip_margin,
+            prices=prices,
+            top_k=self.top_k,
+            name=self.name,
+        )
+
+
+def hybrid(
+    llm: StageLike,
+    *,
+    narrow_with: StageLike | Sequence[StageLike] = "dense:",
+    narrow_to: int | Sequence[int] = DEFAULT_NARROW_TO,
+    top_k: int | None = 5,
+    llm_timeout_s: float | None = None,
+    trace: str | os.PathLike[str] | None = None,
+    bypass_llm: bool | None = None,
+    skip_margin: float | None = None,
+    cache: DiskCache | None = None,
+) -> Reranker:
+    """The common case in one line: local stage(s) narrow, the LLM orders the survivors.
+
+    ``hybrid(llm, narrow_with=["dense:", "cross-encoder:"], narrow_to=[50, 20])`` is
+    dense 100 → 50, cross-encoder 50 → 20, LLM 20 → ``top_k``. Sugar over ``PipelineSpec``.
+    """
+    return PipelineSpec(
+        name="hybrid",
+        narrow_with=_as_tuple(narrow_with) if not isinstance(narrow_with, Reranker) else (narrow_with,),
+        narrow_to=_as_tuple(narrow_to),
+        llm=llm,
+        top_k=top_k,
+        llm_timeout_s=llm_timeout_s,
+        trace=trace,
+        bypass_llm=bypass_llm,
+        skip_margin=skip_margin,
+    ).build(cache=cache)

@@ -1,0 +1,18 @@
+"""Rerankers: the ``Reranker`` protocol and every stage that implements it.
+
+* ``LLMReranker``: a strategy, a versioned prompt, a rubric and a backend.
+* ``CrossEncoderReranker`` and ``DenseReranker``: local encoder stages (sentence-transformers).
+* ``Cascade``: stages in sequence, with routing (bypass, confidence skip), fallbacks and a trace.
+
+Pipelines of these are assembled in one place, ``llmrerank.pipeline``.
+"""
+
+from __future__ import annotations
+
+from .cascade import Cascade, Stage
+from .cross_encoder import CrossEncoderReranker
+from .dense import DenseReranker
+from .llm import LLMReranker
+from .protocol import Reranker
+
+__all__ = ["Cascade", "CrossEncoderReranker", "DenseReranker", "LLMReranker", "Reranker", "Stage"]
