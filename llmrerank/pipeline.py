@@ -258,6 +258,7 @@ class PipelineSpec:
 def hybrid(
     llm: StageLike,
     *,
+    strategy: str = "pointwise",
     narrow_with: StageLike | Sequence[StageLike] = "dense:",
     narrow_to: int | Sequence[int] = DEFAULT_NARROW_TO,
     top_k: int | None = 5,
@@ -270,10 +271,13 @@ def hybrid(
     """The common case in one line: local stage(s) narrow, the LLM orders the survivors.
 
     ``hybrid(llm, narrow_with=["dense:", "cross-encoder:"], narrow_to=[50, 20])`` is
-    dense 100 → 50, cross-encoder 50 → 20, LLM 20 → ``top_k``. Sugar over ``PipelineSpec``.
+    dense 100 → 50, cross-encoder 50 → 20, LLM 20 → ``top_k``. ``llm`` is a built reranker
+    or a model string (``"openai:gpt-4o-mini"``, run with ``strategy``). Sugar over
+    ``PipelineSpec``.
     """
     return PipelineSpec(
         name="hybrid",
+        strategy=strategy,
         narrow_with=_as_tuple(narrow_with) if not isinstance(narrow_with, Reranker) else (narrow_with,),
         narrow_to=_as_tuple(narrow_to),
         llm=llm,
