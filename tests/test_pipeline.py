@@ -53,7 +53,8 @@ def test_one_spec_gives_one_ranking_through_every_entry_point(
     # the eval harness and the demo score what they ran: the same rankings give the same nDCG@10
     golden = load_dataset("dl19", limit=2)
     run = {
-        q.qid: {doc: float(100 - i) for i, doc in enumerate(ids)} for q, ids in zip(golden.queries, expected, strict=True)
+        q.qid: {doc: float(100 - i) for i, doc in enumerate(ids)}
+        for q, ids in zip(golden.queries, expected, strict=True)
     }
     means, per_query = evaluate(golden.qrels, run, ["ndcg@10"], rel_threshold=golden.rel_threshold)
     config = tmp_path / "experiment.yaml"
