@@ -14,6 +14,8 @@ p-value is below ``alpha``; ``Significance.describe()`` says which test and corr
 from __future__ import annotations
 
 import json
+import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -158,7 +160,11 @@ def _paired_tests(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]
     x, y = np.asarray(b, dtype=float), np.asarray(a, dtype=float)
     if len(x) < 2 or np.allclose(x, y):
         return 1.0, 1.0
-    t_p = float(stats.ttest_rel(x, y).pvalue)
+    with warnings.catch_warnings():
+        # identical differences on every query (a constant shift) warn of precision loss
+        warnings.simplefilter("ignore", RuntimeWarning)
+        t_p = float(stats.ttest_rel(x, y).pvalue)
+    t_p = 1.0 if math.isnan(t_p) else t_p
     permutation = stats.permutation_test(
         (x, y),
         lambda u, v: np.mean(u - v),
