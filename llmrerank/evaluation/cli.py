@@ -32,7 +32,7 @@ def eval_group() -> None:
     """Re-evaluate prompts × models × pipelines on golden sets."""
 
 
-@eval_group.command("run")
+@eval_group.command("run", short_help="Run an experiment config: datasets × pipelines × repeats.")
 @click.argument("config", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Default evals/runs/<name>.")
 @click.option(
@@ -109,7 +109,7 @@ def _significance_options(command: Callable[..., None]) -> Callable[..., None]:
     )(command)
 
 
-@eval_group.command("compare")
+@eval_group.command("compare", short_help="Corrected significance against a baseline; a regression gate.")
 @click.argument("baseline", type=click.Path(exists=True, dir_okay=False))
 @click.argument("candidates", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--metric", "metrics", multiple=True, help="Metrics to compare (default: all shared).")
