@@ -7,13 +7,13 @@ report=$(realpath "$1")
 out=$(realpath -m "${2:-${report%.html}.png}")
 width=${3:-1280}
 browser=$(command -v chromium || command -v chromium-browser || command -v google-chrome)
-# A tall window captures the whole page; the height comes from the rendered document.
+# A tall window captures the whole page (headless Chromium shoots the window, not the page).
 height=$(python3 - "$report" <<'PY'
 import re, sys
 html = open(sys.argv[1], encoding="utf-8").read()
 images = len(re.findall(r"data:image/png", html))
 rows = html.count("<tr")
-print(400 + 620 * images + 30 * rows)
+print(int(1.5 * (400 + 650 * images + 32 * rows)))  # generous: the blank rest is trimmed below
 PY
 )
 profile=$(mktemp -d)
@@ -22,4 +22,14 @@ trap 'rm -rf "$profile"' EXIT
   --disable-component-update --disable-sync --no-first-run --hide-scrollbars \
   --user-data-dir="$profile" --window-size="$width,$height" --screenshot="$out" \
   "file://$report" >/dev/null 2>&1
-echo "wrote $out (${width}x$height)"
+# Trim the blank space below the page's last element (needs Pillow, which matplotlib brings).
+python=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+"$python" - "$out" <<'PY' || true
+import sys
+from PIL import Image, ImageChops
+image = Image.open(sys.argv[1]).convert("RGB")
+box = ImageChops.difference(image, Image.new("RGB", image.size, (255, 255, 255))).getbbox()
+if box:
+    image.crop((0, 0, image.width, min(image.height, box[3] + 40))).save(sys.argv[1], optimize=True)
+PY
+echo "wrote $out"

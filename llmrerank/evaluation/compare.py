@@ -65,8 +65,10 @@ class Significance:
     def describe(self, family: int) -> str:
         if self.test == "tukey":
             how = f"{_TEST_NAMES['tukey']} (it corrects for the {family} comparisons itself)"
-        elif self.correction == "none" or family <= 1:
+        elif self.correction == "none":
             how = f"{_TEST_NAMES[self.test]}, uncorrected"
+        elif family <= 1:
+            how = f"{_TEST_NAMES[self.test]}; one comparison, so nothing to correct"
         else:
             correction = _CORRECTION_NAMES[self.correction]
             how = f"{_TEST_NAMES[self.test]}, {correction}-corrected over {family} comparisons per metric"

@@ -127,9 +127,14 @@ def report_plots(
         ),
         (
             "Per-query deltas against the baseline",
-            "Each dot is one query: green where the run beats the baseline, red where it loses.",
+            "Each dot is one query: green where the run beats the baseline, red where it loses, "
+            "grey where they tie.",
             _deltas(plt, results, metric),
         ),
-        ("Depth sweep", "Quality as the number of candidates reranked grows.", _sweep(plt, sweep, metric)),
+        (
+            "Quality against rerank depth",
+            "Quality as the number of candidates reranked grows.",
+            _sweep(plt, sweep, metric),
+        ),
     ]
     return [(title, caption, png) for title, caption, png in charts if png is not None]
