@@ -129,6 +129,13 @@ def test_progress_lines_off_a_terminal_carry_calls_cost_and_eta() -> None:
         r"0/2 runs done; dl19 setwise: 1/2 queries; 7 calls; \$0\.5000; elapsed \d+s; ETA", lines[0]
     )
     assert lines[-1].startswith("[eval] 1/2 runs done; finished dl19 setwise: 2/2 queries; 12 calls; $0.7500")
+    assert progress.eta_s() is not None
+    assert progress.eta_s() >= 0  # type: ignore[operator]
+    progress.start_run("dl19 listwise", 1)
+    progress.query_done(calls=1, cost_usd=0.0)
+    progress.finish_run()
+    assert progress.eta_s() == 0.0
+    assert stream.getvalue().splitlines()[-1].endswith("ETA 0s")
 
 
 def test_max_cost_refuses_a_query_whose_bound_would_pass_the_cap(tmp_path: Path) -> None:

@@ -47,10 +47,12 @@ class Progress:
         self.cost_usd = 0.0
         self.description = ""
         self.queries = self.queries_done = 0
+        self.in_run = False
         self._bar: Any = None
 
     def start_run(self, description: str, queries: int) -> None:
         self.description, self.queries, self.queries_done = description, queries, 0
+        self.in_run = True
         if not self.lines:
             from tqdm import tqdm
 
@@ -68,6 +70,7 @@ class Progress:
 
     def finish_run(self) -> None:
         self.runs_done += 1
+        self.in_run = False
         if self._bar is not None:
             self._bar.close()
             self._bar = None
@@ -75,9 +78,8 @@ class Progress:
             self._line()
 
     def eta_s(self) -> float | None:
-        fraction = (self.runs_done + (self.queries_done / self.queries if self.queries else 0)) / max(
-            1, self.total_runs
-        )
+        current = self.queries_done / self.queries if self.in_run and self.queries else 0.0
+        fraction = (self.runs_done + current) / max(1, self.total_runs)
         if fraction <= 0:
             return None
         elapsed = time.monotonic() - self.started
@@ -86,8 +88,7 @@ class Progress:
     def _line(self) -> None:
         self.last_line = time.monotonic()
         eta = self.eta_s()
-        finished = self.queries_done == self.queries and self.runs_done > 0
-        where = f"finished {self.description}" if finished else f"{self.description}"
+        where = self.description if self.in_run else f"finished {self.description}"
         self.stream.write(
             f"[eval] {self.runs_done}/{self.total_runs} runs done; {where}: "
             f"{self.queries_done}/{self.queries} queries; {self.calls:,} calls; ${self.cost_usd:.4f}; "
