@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Re-runs every evaluation whose numbers the README and evals/README.md quote, and writes
 # evals/reports/. `make reports` runs it.
+#   REPORTS_ONLY=1 evals/make_reports.sh   re-renders the reports, gate and screenshots from
+#                                           the committed results without running anything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LLMRERANK=${LLMRERANK:-.venv/bin/llmrerank}
@@ -8,9 +10,11 @@ export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
 R=evals/reports
 # LLM answers are asked afresh, so token counts and latencies are those of real calls;
 # dense embeddings stay cached (they only make the local stage faster, never different).
-"$LLMRERANK" cache clear --cache-dir .cache/eval --namespace responses --yes
+REPORTS_ONLY=${REPORTS_ONLY:-}
+[ -n "$REPORTS_ONLY" ] || "$LLMRERANK" cache clear --cache-dir .cache/eval --namespace responses --yes
 
 run() {  # config, output folder
+  [ -z "$REPORTS_ONLY" ] || return 0
   rm -rf "$2/results"
   "$LLMRERANK" eval run "$1" --out "$2/results"
 }
@@ -26,8 +30,10 @@ done
 # 2. Every LLM strategy with the simulated judge (10% noise) on DL19, beside the local stages,
 #    plus the depth sweep.
 run evals/configs/dl19-strategies.yaml $R/dl19-strategies
-rm -rf $R/dl19-strategies/sweep
-"$LLMRERANK" eval sweep evals/configs/sweep-dl19.yaml --out $R/dl19-strategies/sweep
+if [ -z "$REPORTS_ONLY" ]; then
+  rm -rf $R/dl19-strategies/sweep
+  "$LLMRERANK" eval sweep evals/configs/sweep-dl19.yaml --out $R/dl19-strategies/sweep
+fi
 S=$R/dl19-strategies/results
 "$LLMRERANK" eval report $S/dl19__bm25__r0.json $S/dl19__cross-encoder__r0.json $S/dl19__dense__r0.json \
   $S/dl19__pointwise__r0.json $S/dl19__listwise__r0.json $S/dl19__pairwise-heapsort__r0.json \
@@ -61,4 +67,11 @@ D=$R/devkb-local/results
   --title "devkb with the local Qwen2.5-Coder-0.5B: rubrics × strategies"
 
 # 6. The README's main job with the local LLM (what `make demo` prints without an API key).
-"$LLMRERANK" demo --model local: --cache-dir .cache/eval > $R/demo-dl19-local.txt
+[ -n "$REPORTS_ONLY" ] || "$LLMRERANK" demo --model local: --cache-dir .cache/eval > $R/demo-dl19-local.txt
+
+# 7. Each HTML report as a reader sees it, rendered by headless Chromium (skipped without one).
+if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then
+  for page in $R/local-stages/dl19 $R/dl19-strategies $R/cascade-dl19 $R/devkb-local; do
+    evals/screenshot_report.sh $page/report.html $page/report.png
+  done
+fi

@@ -137,7 +137,7 @@ def test_dry_run_and_cost_cap(tmp_path: Path) -> None:
     config = write_config(tmp_path / "c.yaml", [{"name": "p", "llm": "sim:dl19", "strategy": "pointwise"}])
     result = CliRunner().invoke(main, ["eval", "run", str(config), "--dry-run"])
     assert result.exit_code == 0, result.output
-    assert "calls      80" in result.output
+    assert "calls ≤      80" in result.output
     experiment = load_experiment(config)
     with pytest.raises(BudgetError, match="max-cost"):
         list(run_experiment(experiment, tmp_path / "o", max_cost_usd=-1.0, progress=False))

@@ -117,19 +117,7 @@ def test_pairwise_asks_both_orders_and_counts_a_position_biased_judge() -> None:
     assert driven.outcome.repairs.get("inconsistent_pairs", 0) > 0 or any(driven.outcome.repairs.values())
 
 
-BOUND_BUGS = {"setwise-{'set_size': 3, 'top_k': 10}"}  # issue 20: setwise's estimate is not yet a bound
-
-
-@pytest.mark.parametrize(
-    "strategy",
-    [
-        pytest.param(s, marks=pytest.mark.xfail(strict=True, reason="estimate is not a bound yet"))
-        if f"{s.name}-{vars(s)}" in BOUND_BUGS
-        else s
-        for s in [*STRATEGIES, Pointwise()]
-    ],
-    ids=lambda s: f"{s.name}-{vars(s)}",
-)
+@pytest.mark.parametrize("strategy", [*STRATEGIES, Pointwise()], ids=lambda s: f"{s.name}-{vars(s)}")
 def test_no_plan_asks_more_than_its_estimate(strategy: Strategy) -> None:
     for seed in range(5):
         items, _ = candidates(30, seed=seed)

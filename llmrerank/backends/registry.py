@@ -53,7 +53,11 @@ def make_backend(spec: str, *, base_url: str | None = None, **options: Any) -> B
     """Build a backend from ``prefix:model`` (``openai:``, ``anthropic:``, ``local:``, ``sim:``, ...)."""
     prefix, sep, model = spec.partition(":")
     if not sep:
-        raise UserError(f"model {spec!r} must look like PREFIX:MODEL with a prefix of {backend_prefixes()}")
+        raise UserError(
+            f"model {spec!r} must look like PREFIX:MODEL with a prefix of {', '.join(backend_prefixes())} "
+            "(e.g. openai:gpt-4o-mini, local: for the bundled model, or sim:dl19 for the simulated "
+            "judge, which works offline)"
+        )
     factory = _registry.get(prefix) or _from_entry_points(prefix)
     if factory is None:
         raise UserError(

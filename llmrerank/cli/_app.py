@@ -32,7 +32,7 @@ class _Group(click.Group):
             _fail(exc)
 
 
-@click.group(cls=_Group)
+@click.group(cls=_Group, context_settings={"max_content_width": 100})
 @click.option("-v", "--verbose", count=True, help="-v for info logs, -vv for debug.")
 @click.version_option(package_name="llmrerank")
 def main(verbose: int) -> None:

@@ -73,7 +73,7 @@ def _parse_vars(pairs: tuple[str, ...]) -> dict[str, Any]:
     return values
 
 
-@prompts.command("render")
+@prompts.command("render", short_help="Render a prompt with variables (--var NAME=VALUE).")
 @click.argument("ref")
 @click.option("--var", "pairs", multiple=True, help="key=value (value may be JSON).")
 @click.option("--rubric", type=click.Path(exists=True, dir_okay=False))
@@ -92,7 +92,7 @@ def prompts_render(
     click.echo(f"--- system ---\n{rendered.system}\n--- user ---\n{rendered.user}")
 
 
-@prompts.command("release")
+@prompts.command("release", short_help="Lock every unreleased prompt version under ROOT.")
 @click.argument("root", type=click.Path(file_okay=False, exists=True), default=None, required=False)
 def prompts_release(root: str | None) -> None:
     """Lock every unreleased version under ROOT (default: the shipped prompts)."""

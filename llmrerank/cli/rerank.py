@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import IO, Any
 
 import click
@@ -43,8 +43,10 @@ def spec_from_flags(
     llm_timeout_s: float | None = None,
     bypass_llm: bool | None = None,
     trace: str | None = None,
+    strategy_options: Mapping[str, Any] | None = None,
 ) -> PipelineSpec:
-    """The CLI's flags as a ``PipelineSpec`` (over ``--pipeline FILE`` when given)."""
+    """The CLI's flags as a ``PipelineSpec`` (over ``--pipeline FILE`` when given);
+    ``strategy_options`` are merged over the spec's and must belong to its strategy."""
     spec = PipelineSpec.from_yaml(pipeline) if pipeline else PipelineSpec(name="cli")
     changes: dict[str, Any] = {
         "llm": model,
@@ -65,16 +67,70 @@ def spec_from_flags(
         spec = spec.with_changes(strategy=strategy, max_concurrency=max_concurrency)
     if spec.llm is None and not spec.narrow_with:
         raise UserError("give --model, --narrow-with, --pipeline, or a combination")
+    given = {k: v for k, v in (strategy_options or {}).items() if v is not None}
+    for key in given:
+        owner = next(name for name, keys in STRATEGY_FLAGS.items() if key in keys)
+        if owner != spec.strategy:
+            flag = "--pairwise-method" if key == "method" else "--" + key.replace("_", "-")
+            raise UserError(f"{flag} is a {owner} option; the strategy is {spec.strategy}")
+    if given:
+        spec = spec.with_changes(strategy_options={**spec.strategy_options, **given})
     return spec
 
 
-@main.command()
+STRATEGY_FLAGS = {
+    "listwise": ("window", "step", "shuffles"),
+    "pairwise": ("method",),
+    "setwise": ("set_size",),
+}
+
+
+def strategy_option_flags(command: Callable[..., None]) -> Callable[..., None]:
+    """--window/--step/--shuffles (listwise), --pairwise-method, --set-size (setwise)."""
+    flags = [
+        click.option("--window", type=int, help="listwise: passages per call [20]."),
+        click.option("--step", type=int, help="listwise: how far the window slides [10]."),
+        click.option("--shuffles", type=int, help="listwise: extra passes from shuffled orders, fused [0]."),
+        click.option(
+            "--pairwise-method",
+            "method",
+            type=click.Choice(["heapsort", "sliding", "allpairs"]),
+            help="pairwise: how comparisons are chosen [heapsort].",
+        ),
+        click.option("--set-size", type=int, help="setwise: passages shown per call [4]."),
+    ]
+    for flag in reversed(flags):
+        command = flag(command)
+    return command
+
+
+_EXAMPLES = """Rerank JSONL lines {"query", "candidates": [{"id", "text"}]} into JSONL rankings.
+
+\b
+Examples:
+  # offline, with the simulated judge on TREC DL19 passages
+  llmrerank rerank -m sim:dl19 -s setwise --set-size 3 -i requests.jsonl
+  # a hosted model, listwise windows of 10 sliding by 5
+  llmrerank rerank -m openai:gpt-4o-mini -s listwise --window 10 --step 5 < requests.jsonl
+  # the hybrid cascade: dense narrows to 20, the LLM orders the top 10
+  llmrerank rerank --narrow-with dense: --narrow-to 20 -m local: -k 10 -i requests.jsonl
+  # a pipeline file, with one field overridden
+  llmrerank rerank --pipeline pipeline.yaml --pairwise-method sliding -i requests.jsonl
+"""
+
+
+@main.command(help=_EXAMPLES, short_help="Rerank JSONL {query, candidates} lines into JSONL rankings.")
 @click.option(
     "--pipeline",
     type=click.Path(exists=True, dir_okay=False),
     help="A pipeline spec (YAML); the flags below override its fields.",
 )
-@click.option("--model", "-m", help="openai:MODEL, anthropic:MODEL, local:[PATH.gguf] or sim:DATASET.")
+@click.option(
+    "--model",
+    "-m",
+    help="openai:MODEL, anthropic:MODEL, local:[PATH.gguf], or sim:DATASET (a simulated judge "
+    "on a golden set, e.g. sim:dl19: works offline, no key).",
+)
 @click.option("--base-url", help="An OpenAI- or Anthropic-compatible server.")
 @click.option(
     "--strategy",
@@ -83,6 +139,7 @@ def spec_from_flags(
     show_default=True,
     type=click.Choice(["pointwise", "listwise", "pairwise", "setwise"]),
 )
+@strategy_option_flags
 @click.option("--prompt", "-p", help="Prompt ref, e.g. pointwise/relevance@1 (default: newest).")
 @click.option("--rubric", "-r", type=click.Path(exists=True, dir_okay=False), help="Rubric YAML.")
 @click.option("--top-k", "-k", type=int, help="Keep only the first K of each ranking.")
@@ -131,8 +188,8 @@ def rerank(
     llm_timeout: float | None,
     bypass_llm: bool | None,
     trace: str | None,
+    **strategy_options: Any,
 ) -> None:
-    """Rerank JSONL lines {"query", "candidates": [{"id", "text"}]} into JSONL rankings."""
     spec = spec_from_flags(
         pipeline=pipeline,
         model=model,
@@ -147,6 +204,7 @@ def rerank(
         llm_timeout_s=llm_timeout,
         bypass_llm=bypass_llm,
         trace=trace,
+        strategy_options=strategy_options,
     )
     reranker = spec.build(cache=open_cache(cache_dir, no_cache, cache_mode))
     for number, record in _read_requests(input_file):

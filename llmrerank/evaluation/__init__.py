@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from .compare import Comparison, GateRule, compare_results, load_result, parse_gate
+from .compare import (
+    Comparison,
+    GateRule,
+    Significance,
+    adjust_pvalues,
+    compare_many,
+    compare_results,
+    load_result,
+    parse_gate,
+)
 from .datasets import (
     EvalQuery,
     GoldenSet,
@@ -25,6 +34,9 @@ __all__ = [
     "GateRule",
     "GoldenSet",
     "PipelineSpec",
+    "Significance",
+    "adjust_pvalues",
+    "compare_many",
     "compare_results",
     "evaluate",
     "expand_pipelines",

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from ..errors import BudgetError
-from .compare import compare_results, format_comparison, load_result, parse_gate
+from .compare import (
+    CORRECTIONS,
+    TESTS,
+    Significance,
+    compare_many,
+    format_comparison,
+    load_result,
+    parse_gate,
+)
+from .progress import Progress
 from .report import write_report
 from .runner import estimate, load_experiment, run_experiment
 from .sweep import sweep_depths
@@ -22,12 +32,30 @@ def eval_group() -> None:
     """Re-evaluate prompts × models × pipelines on golden sets."""
 
 
-@eval_group.command("run")
+@eval_group.command("run", short_help="Run an experiment config: datasets × pipelines × repeats.")
 @click.argument("config", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Default evals/runs/<name>.")
-@click.option("--dry-run", is_flag=True, help="Print LLM calls, tokens and cost; call nothing.")
-@click.option("--max-cost", type=float, help="Stop cleanly once this many USD are spent.")
-def run_command(config: str, out_dir: str | None, dry_run: bool, max_cost: float | None) -> None:
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the most LLM calls each pipeline can make (a proven bound), estimated tokens "
+    "and cost; call nothing.",
+)
+@click.option(
+    "--max-cost",
+    type=float,
+    help="Stop cleanly before a query whose worst case (its call bound, priced) would pass this many USD.",
+)
+@click.option(
+    "--progress-every",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds between progress lines on stderr when not on a terminal (a bar on a terminal).",
+)
+def run_command(
+    config: str, out_dir: str | None, dry_run: bool, max_cost: float | None, progress_every: float
+) -> None:
     """Run an experiment config; writes one results JSON per dataset × pipeline × repeat."""
     experiment = load_experiment(config)
     if dry_run:
@@ -35,15 +63,20 @@ def run_command(config: str, out_dir: str | None, dry_run: bool, max_cost: float
         for row in estimate(experiment):
             priced = "" if row.get("priced", True) else " (no price for this model)"
             click.echo(
-                f"{row['dataset']:<12} {row['pipeline']:<40} calls {row['calls']:>7,}  "
+                f"{row['dataset']:<12} {row['pipeline']:<40} calls ≤ {row['calls']:>7,}  "
                 f"prompt tokens ~{row['prompt_tokens']:>10,}  ${row['cost_usd']:.4f}{priced}"
             )
             total += row["cost_usd"]
-        click.echo(f"estimated total ${total:.4f} (prices: llmrerank/prices.yaml or $LLMRERANK_PRICES)")
+        click.echo(
+            f"estimated total ${total:.4f} (calls are upper bounds; tokens are estimated from word counts; "
+            "prices: llmrerank/prices.yaml or $LLMRERANK_PRICES)"
+        )
         return
     out = Path(out_dir or Path("evals/runs") / experiment.name)
     try:
-        for result in run_experiment(experiment, out, max_cost_usd=max_cost):
+        total_runs = len(experiment.datasets) * len(experiment.pipelines) * experiment.repeats
+        progress = Progress(total_runs, interval_s=progress_every)
+        for result in run_experiment(experiment, out, max_cost_usd=max_cost, progress=progress):
             data = result.data
             metrics = "  ".join(f"{k} {v:.4f}" for k, v in data["metrics"].items())
             click.echo(
@@ -55,25 +88,66 @@ def run_command(config: str, out_dir: str | None, dry_run: bool, max_cost: float
     click.echo(f"results in {out}")
 
 
-@eval_group.command("compare")
+def _significance_options(command: Callable[..., None]) -> Callable[..., None]:
+    command = click.option(
+        "--alpha", type=float, default=0.05, show_default=True, help="A star: corrected p below this."
+    )(command)
+    command = click.option(
+        "--correction",
+        type=click.Choice(CORRECTIONS),
+        default="holm",
+        show_default=True,
+        help="Multiple-comparison correction over the candidates, per metric (holm = Holm–Bonferroni).",
+    )(command)
+    return click.option(
+        "--test",
+        "test_name",
+        type=click.Choice(TESTS),
+        default="randomisation",
+        show_default=True,
+        help="Significance test against the baseline (tukey: Tukey's HSD over all runs).",
+    )(command)
+
+
+@eval_group.command("compare", short_help="Corrected significance against a baseline; a regression gate.")
 @click.argument("baseline", type=click.Path(exists=True, dir_okay=False))
 @click.argument("candidates", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--metric", "metrics", multiple=True, help="Metrics to compare (default: all shared).")
 @click.option("--fail-if-worse", "gates", multiple=True, help="METRIC:DELTA, e.g. ndcg@10:0.01.")
+@click.option(
+    "--significant-only",
+    is_flag=True,
+    help="A gate trips only when the drop is also significant after correction.",
+)
+@_significance_options
 def compare_command(
-    baseline: str, candidates: tuple[str, ...], metrics: tuple[str, ...], gates: tuple[str, ...]
+    baseline: str,
+    candidates: tuple[str, ...],
+    metrics: tuple[str, ...],
+    gates: tuple[str, ...],
+    significant_only: bool,
+    test_name: str,
+    correction: str,
+    alpha: float,
 ) -> None:
-    """Metric deltas with paired significance; exit 1 when a --fail-if-worse gate trips."""
+    """Metric deltas with corrected paired significance; exit 1 when a --fail-if-worse gate trips.
+
+    Every CANDIDATE is tested against BASELINE; with several candidates the p-values are
+    corrected for the family (Holm–Bonferroni by default) and the stars use the corrected ones.
+    """
+    significance = Significance(test_name, correction, alpha)
     base = load_result(baseline)
-    rules = [parse_gate(g) for g in gates]
+    rules = [parse_gate(g, significant_only=significant_only) for g in gates]
     failed = []
-    for path in candidates:
-        comparison = compare_results(base, load_result(path), metrics or None)
+    for comparison in compare_many(base, [load_result(p) for p in candidates], metrics or None, significance):
         click.echo(format_comparison(comparison) + "\n")
         for rule in rules:
             if rule.failed(comparison):
-                delta = comparison.metric(rule.metric).delta
-                failed.append(f"{comparison.candidate}: {rule.metric} {delta:+.4f} < -{rule.tolerance}")
+                entry = comparison.metric(rule.metric)
+                failed.append(
+                    f"{comparison.candidate}: {rule.metric} {entry.delta:+.4f} < -{rule.tolerance} "
+                    f"(corrected p {entry.p_adjusted:.4f})"
+                )
     if failed:
         click.echo("REGRESSION: " + "; ".join(failed), err=True)
         sys.exit(1)
@@ -104,8 +178,16 @@ def sweep_command(config: str, depths: str, out_dir: str | None) -> None:
 @click.option("--sweep", "sweep_file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--title", default="llmrerank evaluation")
 @click.option("--notes", default="")
+@_significance_options
 def report_command(
-    results: tuple[str, ...], out_dir: str, sweep_file: str | None, title: str, notes: str
+    results: tuple[str, ...],
+    out_dir: str,
+    sweep_file: str | None,
+    title: str,
+    notes: str,
+    test_name: str,
+    correction: str,
+    alpha: float,
 ) -> None:
     """Markdown + HTML report; the first RESULTS file is the baseline."""
     loaded = [load_result(p) for p in results]
@@ -113,5 +195,13 @@ def report_command(
     metrics = [m for m in ("ndcg@10", "mrr@10", "recall@20") if m in loaded[0]["metrics"]] or list(
         loaded[0]["metrics"]
     )
-    md, page = write_report(loaded, out_dir, metrics=metrics, sweep=sweep, title=title, notes=notes)
+    md, page = write_report(
+        loaded,
+        out_dir,
+        metrics=metrics,
+        sweep=sweep,
+        title=title,
+        notes=notes,
+        significance=Significance(test_name, correction, alpha),
+    )
     click.echo(f"wrote {md} and {page}")

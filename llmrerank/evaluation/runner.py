@@ -24,8 +24,10 @@ from ..pricing import PriceTable
 from ..rerankers.protocol import Reranker
 from ..types import Ranking
 from .datasets import GoldenSet, load_dataset
+from .estimate import estimate, query_bound
 from .metrics import DEFAULT_METRICS, evaluate
 from .pipelines import PipelineSpec, expand_pipelines
+from .progress import Progress
 
 __all__ = ["Experiment", "RunResult", "estimate", "load_experiment", "run_experiment"]
 
@@ -144,94 +146,54 @@ def _read_checkpoint(path: Path) -> dict[str, dict[str, Any]]:
     return done
 
 
-def estimate(
-    experiment: Experiment, *, factory: Callable[[PipelineSpec], Reranker] | None = None
-) -> list[dict[str, Any]]:
-    """LLM calls and tokens each configuration would spend, before any call."""
-    prices = PriceTable()
-    rows = []
-    for dataset_spec in experiment.datasets:
-        golden = load_dataset(dataset_spec.name, limit=dataset_spec.limit, depth=dataset_spec.depth)
-        for spec in experiment.pipelines:
-            if not isinstance(spec.llm, str):
-                rows.append(
-                    {
-                        "dataset": golden.name,
-                        "pipeline": spec.name,
-                        "calls": 0,
-                        "prompt_tokens": 0,
-                        "cost_usd": 0.0,
-                    }
-                )
-                continue
-            from ..strategies import make_strategy
-
-            strategy = make_strategy(spec.strategy, **spec.strategy_options)
-            per_call_passages = {"pointwise": 1, "pairwise": 2}.get(
-                spec.strategy,
-                int(spec.strategy_options.get("window", spec.strategy_options.get("set_size", 4))),
-            )
-            calls = tokens = 0
-            for query in golden.queries:
-                n = min([len(query.candidates), *spec.narrow_to]) if spec.narrow_to else len(query.candidates)
-                n_calls = strategy.estimate_calls(n)
-                words = sum(len(c.text.split()) for c in query.candidates[:n]) / max(1, n)
-                calls += n_calls
-                tokens += int(n_calls * (250 + 1.4 * words * min(per_call_passages, n)))
-            provider, _, model = spec.llm.partition(":")
-            cost = prices.cost(model, tokens, calls * 30) * experiment.repeats
-            rows.append(
-                {
-                    "dataset": golden.name,
-                    "pipeline": spec.name,
-                    "calls": calls * experiment.repeats,
-                    "prompt_tokens": tokens * experiment.repeats,
-                    "cost_usd": round(cost, 4),
-                    "priced": provider in ("sim", "local") or prices.known(model),
-                }
-            )
-    return rows
-
-
-def _progress(total: int, description: str) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=description, unit="q", leave=False, disable=None)
-
-
 def run_experiment(
     experiment: Experiment,
     out_dir: str | Path,
     *,
     factory: Callable[[PipelineSpec], Reranker] | None = None,
     max_cost_usd: float | None = None,
-    progress: bool = True,
+    progress: bool | Progress = True,
 ) -> Iterator[RunResult]:
-    """Yield one finished ``RunResult`` per dataset × pipeline × repeat (written to ``out_dir``)."""
+    """Yield one finished ``RunResult`` per dataset × pipeline × repeat (written to ``out_dir``).
+
+    ``progress``: True shows a bar on a terminal and periodic lines elsewhere (``Progress``);
+    pass a ``Progress`` to choose the interval or stream, False for silence."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cache = DiskCache(experiment.cache_dir) if experiment.cache_dir else None
     build = factory or (lambda spec: spec.build(cache=cache))
     prices = PriceTable()
     spent = 0.0
+    total_runs = len(experiment.datasets) * len(experiment.pipelines) * experiment.repeats
+    tracker = (
+        Progress(total_runs) if progress is True else progress if isinstance(progress, Progress) else None
+    )
     for dataset_spec in experiment.datasets:
         golden = load_dataset(dataset_spec.name, limit=dataset_spec.limit, depth=dataset_spec.depth)
         for spec in experiment.pipelines:
             reranker = build(spec)
+            bound = query_bound(spec) if max_cost_usd is not None else None
+            model = str(spec.llm).partition(":")[2]
             for repeat in range(experiment.repeats):
                 result = RunResult({"dataset": golden.name, "pipeline": spec.to_dict(), "repeat": repeat})
                 checkpoint = out / (result.path_name.removesuffix(".json") + ".partial.jsonl")
                 done = _read_checkpoint(checkpoint)
-                bar = _progress(len(golden.queries), f"{golden.name} {spec.name}") if progress else None
+                if tracker is not None:
+                    tracker.start_run(f"{golden.name} {spec.name}", len(golden.queries))
                 with checkpoint.open("a", encoding="utf-8") as sink:
                     for query in golden.queries:
                         if query.qid in done:
                             spent += done[query.qid]["cost_usd"]
                         else:
-                            if max_cost_usd is not None and spent >= max_cost_usd:
+                            worst = 0.0
+                            if bound is not None:
+                                calls, tokens = bound(query)
+                                worst = prices.cost(model, tokens, calls * 30)
+                            if max_cost_usd is not None and spent + worst > max_cost_usd:
                                 raise BudgetError(
-                                    f"stopped at ${spent:.4f}, the --max-cost cap (${max_cost_usd}); "
-                                    f"finished queries are saved in {checkpoint}, re-run to resume"
+                                    f"stopped at ${spent:.4f}: the next query could cost up to ${worst:.4f} "
+                                    f"and the --max-cost cap is ${max_cost_usd}; finished queries are "
+                                    f"saved in {checkpoint}, re-run to resume"
                                 )
                             started = time.perf_counter()
                             ranking = reranker.rerank(query.query, query.candidates)
@@ -240,11 +202,11 @@ def run_experiment(
                             sink.flush()
                             done[query.qid] = record
                             spent += record["cost_usd"]
-                        if bar is not None:
-                            bar.update(1)
-                            bar.set_postfix(cost=f"${spent:.4f}")
-                if bar is not None:
-                    bar.close()
+                        if tracker is not None:
+                            record = done[query.qid]
+                            tracker.query_done(record["calls"], record["cost_usd"])
+                if tracker is not None:
+                    tracker.finish_run()
                 result.data.update(_summarise(experiment, golden, done, prices))
                 (out / result.path_name).write_text(json.dumps(result.data, indent=1) + "\n")
                 checkpoint.unlink()

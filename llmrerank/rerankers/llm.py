@@ -41,6 +41,10 @@ class LLMReranker:
 
     ``strategy`` is a name (``pointwise``, ``listwise``, ``pairwise``, ``setwise``) or a
     configured ``Strategy``; ``prompt`` defaults to the strategy's newest prompt.
+
+    Each item's ``stage_scores[name]`` is the strategy's score (a grade, wins, a fused
+    score); strategies that only order (listwise without shuffles, setwise, pairwise
+    heapsort/sliding) score an item by its reciprocal rank, 1/position.
     """
 
     uses_llm = True
@@ -115,7 +119,13 @@ class LLMReranker:
         top_k: int | None,
     ) -> Ranking:
         ordered = [candidates[i] for i in outcome.order]
-        scores = [outcome.scores.get(i) for i in outcome.order]
+        # Strategies that only order (listwise without shuffles, setwise, pairwise heapsort and
+        # sliding) give no score; their stage score is then the reciprocal rank 1/(position),
+        # so a cascade's stage_scores show what every stage made of each candidate.
+        scores = [
+            outcome.scores[i] if i in outcome.scores else 1.0 / (position + 1)
+            for position, i in enumerate(outcome.order)
+        ]
         ranking = ranking_from_order(
             query,
             ordered,

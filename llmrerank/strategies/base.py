@@ -69,7 +69,9 @@ class Strategy(ABC):
 
     @abstractmethod
     def estimate_calls(self, n_candidates: int, top_k: int | None = None) -> int:
-        """LLM questions for ``n_candidates`` (upper bound where the method is adaptive)."""
+        """A proven upper bound on the LLM calls ``plan`` makes for ``n_candidates`` (exact
+        where the method is not adaptive); each strategy sketches its proof. ``--dry-run`` and
+        ``--max-cost`` plan from it."""
 
     def check_prompt(self, prompt: Prompt) -> None:
         if prompt.strategy and prompt.strategy != self.name:

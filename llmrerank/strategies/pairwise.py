@@ -11,13 +11,12 @@ cancels the model's bias for the first-shown passage. Methods:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Generator, Sequence
 from typing import Any
 
 from ..errors import BudgetError, UserError
 from ..outputs import Preference
-from ._heap import heap_top_k
+from ._heap import heap_top_k, heap_top_k_bound
 from .base import PlanContext, Strategy, label_passages
 from .plan import Answer, LLMRequest, Outcome, Plan
 
@@ -41,6 +40,13 @@ class Pairwise(Strategy):
         return min(n, top_k or self.top_k)
 
     def estimate_calls(self, n_candidates: int, top_k: int | None = None) -> int:
+        """A proven upper bound on the prompts ``plan`` sends (a comparison is 2: both orders).
+
+        ``allpairs`` sends exactly n·(n−1) (none when n exceeds ``max_allpairs``: it raises)
+        and ``sliding`` exactly 2·Σ_{p<k}(n−1−p). ``heapsort`` is a binary heap sort stopped
+        after k pops whose pick over a node and c children makes c comparisons (2c prompts);
+        ``heap_top_k_bound`` sums the longest path every sift can take (see its proof sketch).
+        """
         n = n_candidates
         if n < 2:
             return 0
@@ -49,8 +55,7 @@ class Pairwise(Strategy):
             return n * (n - 1)
         if self.method == "sliding":
             return 2 * sum(n - 1 - p for p in range(k))
-        depth = math.ceil(math.log2(n)) + 1
-        return 2 * (2 * n + k * depth)  # build ≤ 2n comparisons, each pop ≤ depth
+        return heap_top_k_bound(n, k, 2, lambda children: 2 * children)
 
     def _pair(self, context: PlanContext, texts: Sequence[str], a: int, b: int) -> LLMRequest:
         output = Preference()

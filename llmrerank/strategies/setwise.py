@@ -7,13 +7,12 @@ calls than pairwise comparisons for a similar ordering.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Generator, Sequence
 from typing import Any
 
 from ..errors import UserError
 from ..outputs import BestChoice
-from ._heap import heap_top_k
+from ._heap import heap_top_k, heap_top_k_bound
 from .base import PlanContext, Strategy, label_passages
 from .plan import LLMRequest, Outcome, Plan
 
@@ -33,14 +32,15 @@ class Setwise(Strategy):
         self.top_k = top_k
 
     def estimate_calls(self, n_candidates: int, top_k: int | None = None) -> int:
-        n = n_candidates
-        if n < 2:
-            return 0
-        arity = self.set_size - 1
-        depth = math.ceil(math.log(n, arity)) if arity > 1 else n
-        k = min(n, top_k or self.top_k)
-        internal = (n - 2) // arity + 1
-        return internal + k * depth  # Floyd's build is linear; each pop sifts one path
+        """A proven upper bound on the questions ``plan`` asks (one per pick, whatever the set).
+
+        The plan is a ``set_size - 1``-ary heap sort stopped after ``k`` pops; every sift
+        step is one question. ``heap_top_k_bound`` sums, over Floyd's build and the ``k - 1``
+        sifts after pops, the longest path each sift can take (see its proof sketch). A
+        re-ask after an unparseable answer is part of the same call, not a new one.
+        """
+        k = min(n_candidates, top_k or self.top_k)
+        return heap_top_k_bound(n_candidates, k, self.set_size - 1, lambda children: 1)
 
     def _request(self, context: PlanContext, texts: Sequence[str], group: Sequence[int]) -> LLMRequest:
         labels = list(_LABELS[: len(group)])
