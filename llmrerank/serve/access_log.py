@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from typing import Any
@@ -24,5 +25,5 @@ def configure_access_log() -> None:
 
 
 def log_request(**fields: Any) -> None:
-    record = {"ts": round(time.time(), 3), "event": "request", **fields}
+    record = {"ts": round(time.time(), 3), "event": "request", "pid": os.getpid(), **fields}
     access_logger.info(json.dumps(record, separators=(",", ":"), default=str))

@@ -151,5 +151,12 @@ class ServiceConfig:
 
     @classmethod
     def offline_default(cls) -> ServiceConfig:
-        """No config: the offline cascade, named ``dense-local``."""
-        return cls.from_dict({"pipelines": {"dense-local": DEFAULT_PIPELINE}, "default": "dense-local"})
+        """No config: the offline cascade, named ``dense-local``. A 0.5B model on CPU takes
+        15-60 s for one listwise window of 20, so its deadline is generous."""
+        return cls.from_dict(
+            {
+                "pipelines": {"dense-local": DEFAULT_PIPELINE},
+                "default": "dense-local",
+                "limits": {"deadline_s": 180},
+            }
+        )
