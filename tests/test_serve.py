@@ -190,7 +190,9 @@ def test_invalid_json_is_400(client: httpx.Client) -> None:
     assert "JSON" in reply.json()["message"]
 
 
-@pytest.mark.parametrize("authorization", [None, "Bearer wrong", f"Basic {TOKEN}", "Bearer", f"Bearer {TOKEN}x"])
+@pytest.mark.parametrize(
+    "authorization", [None, "Bearer wrong", f"Basic {TOKEN}", "Bearer", f"Bearer {TOKEN}x"]
+)
 def test_auth_refuses_missing_or_wrong_tokens(service: ServiceProcess, authorization: str | None) -> None:
     headers = {"Authorization": authorization} if authorization is not None else {}
     reply = httpx.post(f"{service.url}/v1/rerank", json={"query": "q", "documents": ["a"]}, headers=headers)
