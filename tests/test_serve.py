@@ -14,10 +14,10 @@ import cohere
 import httpx
 import pytest
 
+from llmrerank.serve.process import ServiceProcess
 from llmrerank.testing import Fault, Hang, WireServer
 
 from .conftest import TrecQuery
-from .serve_process import ServiceProcess
 
 TOKEN = "serve-test-token-5f1c"
 DEADLINE_S = 2.0
@@ -176,6 +176,7 @@ def test_models_lists_the_pipelines(client: httpx.Client) -> None:
             "no LLM stage",
         ),
         ({"query": "q", "documents": ["a"], "prompt": "no/such@9"}, "no/such"),
+        ({"query": "q", "documents": ["a"], "prompt": "../../etc/passwd"}, "is not a prompt ref"),
     ],
 )
 def test_bad_requests_are_400_saying_why(client: httpx.Client, body: dict[str, Any], says: str) -> None:

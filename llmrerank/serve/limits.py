@@ -108,7 +108,21 @@ class GatedLLM:
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining <= 0:
             raise StageTimeoutError("the request deadline passed before the LLM stage")
+        task = asyncio.ensure_future(self._gated(query, candidates, top_k))
         try:
-            return await asyncio.wait_for(self._gated(query, candidates, top_k), remaining)
-        except asyncio.TimeoutError:
-            raise StageTimeoutError(f"request deadline reached ({remaining:.2f}s left for the LLM)") from None
+            done, _ = await asyncio.wait({task}, timeout=remaining)
+        except asyncio.CancelledError:  # the request itself was cancelled (client gone, shutdown)
+            task.cancel()
+            raise
+        if not done:
+            # answer now; the stage's cancellation (closing connections, freeing its slot)
+            # finishes in the background instead of delaying the response
+            task.cancel()
+            task.add_done_callback(_consume)
+            raise StageTimeoutError(f"request deadline reached ({remaining:.2f}s left for the LLM)")
+        return task.result()
+
+
+def _consume(task: asyncio.Future[Ranking]) -> None:
+    if not task.cancelled():
+        task.exception()

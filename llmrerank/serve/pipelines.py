@@ -5,6 +5,7 @@ a configured ``rubric`` get a variant built the same way (once, then reused)."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,9 @@ from .config import Limits, ServiceConfig
 from .limits import BackendGate, GatedLLM
 
 __all__ = ["BuiltPipeline", "Pipelines"]
+
+# a request names a prompt of the library (family/name[@N|@latest]), never a path
+_PROMPT_REF = re.compile(r"[A-Za-z0-9_-]+/[A-Za-z0-9_-]+(@([0-9]+|latest))?")
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,8 @@ class Pipelines:
         return built
 
     async def get(self, name: str, *, prompt: str | None = None, rubric: str | None = None) -> BuiltPipeline:
+        if prompt is not None and not _PROMPT_REF.fullmatch(prompt):
+            raise UserError(f"prompt {prompt!r} is not a prompt ref (family/name@N)")
         if rubric is not None and rubric not in self.config.rubrics:
             raise UserError(f"unknown rubric {rubric!r}; configured: {sorted(self.config.rubrics) or 'none'}")
         if (prompt is not None or rubric is not None) and self.config.pipelines[name].llm is None:

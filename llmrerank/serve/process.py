@@ -1,5 +1,6 @@
-"""``llmrerank serve`` as a real process on a free port, for the service tests and the
-load benchmark: write the config, start the CLI, wait until ready, stop with SIGTERM."""
+"""``llmrerank serve`` as a real process on a free port, for integration tests and load
+benchmarks (this project's own use both): write the config, start the CLI, wait until
+``/readyz`` answers, stop with SIGTERM (a graceful shutdown)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import yaml
 
 __all__ = ["ServiceProcess", "free_port"]
 
-_ROOT = Path(__file__).resolve().parents[1]
+# the checkout this module runs from goes first on the child's path
+_ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
