@@ -1,6 +1,6 @@
 """``llmrerank serve`` with no config and no key: the offline cascade (dense → 20 → the
 local llama.cpp model) answers the Cohere SDK and plain HTTP on DL19 queries. Slow (the
-0.5B model reads every passage on CPU), so it is kept to two requests of 12 passages."""
+0.5B model reads every passage on CPU), so it is kept to two requests of 6 passages."""
 
 from __future__ import annotations
 
@@ -31,21 +31,21 @@ def test_the_no_config_default_serves_the_offline_cascade(
         assert models["default"] == "dense-local"
 
         query = queries[0]
-        docs = [c["text"] for c in query.candidates[:12]]
+        docs = [c["text"] for c in query.candidates[:6]]
         with httpx.Client(timeout=300) as http:
             co = cohere.ClientV2(api_key="unused", base_url=service.url, httpx_client=http)
-            response = co.rerank(model="default", query=query.query, documents=docs, top_n=5)
-        assert len(response.results) == 5
-        assert len({r.index for r in response.results}) == 5
+            response = co.rerank(model="default", query=query.query, documents=docs, top_n=3)
+        assert len(response.results) == 3
+        assert len({r.index for r in response.results}) == 3
 
         second = queries[1]
-        body = {"query": second.query, "documents": [c["text"] for c in second.candidates[:12]]}
+        body = {"query": second.query, "documents": [c["text"] for c in second.candidates[:6]]}
         reply = httpx.post(f"{service.url}/v1/rerank", json=body, timeout=300)
         assert reply.status_code == 200
         meta = reply.json()["meta"]
         assert [s["name"] for s in meta["stages"]] == ["dense", "llm"]
-        assert meta["stages"][0]["kept"] == 12, "dense passes on at most 20"
+        assert meta["stages"][0]["kept"] == 6, "dense passes on at most 20"
         assert meta["degraded"] is False, meta["degraded_reason"]
         assert meta["llm_calls"] >= 1
         assert meta["tokens"]["prompt"] > 0
-        assert sorted(r["index"] for r in reply.json()["results"]) == list(range(12))
+        assert sorted(r["index"] for r in reply.json()["results"]) == list(range(6))

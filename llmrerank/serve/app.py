@@ -154,6 +154,8 @@ def create_app(config: ServiceConfig) -> Starlette:
         loading = asyncio.create_task(state.start())
         yield
         loading.cancel()
+        if state.pipelines is not None:
+            await asyncio.to_thread(state.pipelines.close)
 
     routes = [
         Route("/v1/rerank", _endpoint(state, rerank_route), methods=["POST"]),

@@ -117,6 +117,20 @@ class Pipelines:
                 await asyncio.to_thread(self._build, name, prompt, rubric)
             return self._built[key]
 
+    def close(self) -> None:
+        """Close the LLM clients and stop the servers this process started (llama.cpp):
+        uvicorn ends a SIGTERM by re-raising it, so ``atexit`` would never run."""
+        for built in self._built.values():
+            llm = built.spec.llm
+            backend = _backend_of(llm.inner) if isinstance(llm, GatedLLM) else None
+            if backend is None:
+                continue
+            backend.close()
+            owner = getattr(getattr(backend, "endpoint", None), "owner", None)
+            stop = getattr(owner, "stop", None)
+            if callable(stop):
+                stop()
+
     def llm_endpoints(self) -> Mapping[str, tuple[str, int]]:
         """host and port of every LLM backend's URL, for the readiness probe."""
         found: dict[str, tuple[str, int]] = {}
