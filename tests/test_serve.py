@@ -1,5 +1,6 @@
 """``llmrerank serve`` as a real process: the official Cohere SDK against it, and plain
-httpx for every error path (400, 401, 429, deadline → degraded, LLM failure → degraded)."""
+httpx for every error path (400, 401, 429, deadline → degraded, LLM failure → degraded).
+Long because one running service (started once, it takes seconds) serves every case."""
 
 from __future__ import annotations
 

@@ -6,7 +6,8 @@ hangs (every request must answer within its deadline, degraded, none lost).
 The LLM stage is answered by a local wire-format server (the simulated DL19 judge) at a
 fixed latency; everything runs on 127.0.0.1. The service is one real ``llmrerank serve``
 process (one worker); the clients, the judge server and the direct library calls share
-this process, so on a small machine they compete with the service for CPU.
+this process, so on a small machine they compete with the service for CPU. Long because
+the five measurements (levels, cache, failures, soak, the report) share one set-up.
 
     python evals/bench/bench_serve.py [--level-s 10] [--soak-s 600] [--out evals/bench/results/serve.json]
 """
