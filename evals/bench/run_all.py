@@ -12,7 +12,13 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-BENCHMARKS = ["bench_overhead.py", "bench_strategies.py", "bench_local_stages.py", "bench_local_llm.py"]
+BENCHMARKS = [
+    "bench_overhead.py",
+    "bench_strategies.py",
+    "bench_local_stages.py",
+    "bench_local_llm.py",
+    "bench_serve.py",
+]
 
 
 def main() -> int:

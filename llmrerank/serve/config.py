@@ -1,0 +1,162 @@
+"""The service config: named pipelines (each a ``PipelineSpec`` mapping), the default
+name, limits, auth, the shared cache directory and the rubrics a request may pick.
+
+.. code-block:: yaml
+
+    default: kb-cascade
+    cache_dir: ~/.cache/llmrerank       # shared by every worker (diskcache is multi-process safe)
+    pipelines:
+      kb-cascade: {narrow_with: ["dense:"], narrow_to: 20, llm: "local:", strategy: listwise}
+      dense-only: {narrow_with: ["dense:"]}
+    rubrics: {support: rubrics/support.yaml}
+    limits: {deadline_s: 20, llm_concurrency: 4, llm_queue: 32, max_documents: 1000}
+    auth: {tokens_env: LLMRERANK_SERVE_TOKENS, tokens_file: /run/secrets/rerank-tokens}
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import UserError
+from ..pipeline import PipelineSpec
+
+__all__ = ["DEFAULT_PIPELINE", "AuthConfig", "Limits", "ServiceConfig"]
+
+#: the offline cascade ``make demo`` uses: dense narrows to 20, the local llama.cpp model orders them
+DEFAULT_PIPELINE: dict[str, Any] = {
+    "narrow_with": ["dense:"],
+    "narrow_to": 20,
+    "llm": "local:",
+    "strategy": "listwise",
+}
+
+
+def _dataclass_from(cls: Any, raw: Any, section: str) -> Any:
+    if raw is None:
+        return cls()
+    if not isinstance(raw, Mapping):
+        raise UserError(f"service config: {section} must be a mapping")
+    known = {f.name for f in fields(cls)}
+    unknown = set(raw) - known
+    if unknown:
+        raise UserError(f"service config: unknown {section} keys {sorted(unknown)}; known: {sorted(known)}")
+    return cls(**raw)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """``deadline_s``: each request's time budget; when it passes, the LLM stage stops and the
+    previous stage's order is returned with ``degraded: true``. ``llm_concurrency``: requests
+    in an LLM stage at once per LLM backend (per worker); ``llm_queue``: how many more may
+    wait for a slot before the service answers ``429``. Size limits apply to every request."""
+
+    deadline_s: float = 30.0
+    llm_concurrency: int = 4
+    llm_queue: int = 64
+    max_documents: int = 1000
+    max_document_chars: int = 20_000
+    max_total_chars: int = 2_000_000
+    max_query_chars: int = 4_000
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            positive = not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0
+            if not positive and not (f.name == "llm_queue" and value == 0):
+                raise UserError(f"service config: limits.{f.name} must be a positive number")
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Bearer tokens, one per line in ``tokens_file`` and/or comma-separated in the
+    environment variable ``tokens_env``. No token configured: no auth."""
+
+    tokens_env: str | None = "LLMRERANK_SERVE_TOKENS"
+    tokens_file: str | None = None
+
+    def tokens(self) -> frozenset[str]:
+        found: set[str] = set()
+        if self.tokens_env:
+            found.update(t.strip() for t in os.environ.get(self.tokens_env, "").split(","))
+        if self.tokens_file:
+            try:
+                found.update(
+                    line.strip() for line in Path(self.tokens_file).expanduser().read_text().splitlines()
+                )
+            except OSError as exc:
+                raise UserError(f"service config: cannot read auth.tokens_file: {exc}") from exc
+        return frozenset(t for t in found if t)
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    pipelines: Mapping[str, PipelineSpec]
+    default: str
+    limits: Limits = field(default_factory=Limits)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    cache_dir: str | None = None
+    rubrics: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.pipelines:
+            raise UserError("service config: no pipelines")
+        if "default" in self.pipelines:
+            raise UserError('service config: "default" is reserved: it always names the default pipeline')
+        if self.default not in self.pipelines:
+            raise UserError(
+                f"service config: default {self.default!r} is not one of {sorted(self.pipelines)}"
+            )
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> ServiceConfig:
+        known = {"pipelines", "default", "limits", "auth", "cache_dir", "rubrics"}
+        unknown = set(raw) - known
+        if unknown:
+            raise UserError(f"service config: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+        pipelines_raw = raw.get("pipelines")
+        if not isinstance(pipelines_raw, Mapping) or not pipelines_raw:
+            raise UserError("service config: pipelines must map names to pipeline specs")
+        pipelines = {}
+        for name, spec in pipelines_raw.items():
+            if not isinstance(spec, Mapping):
+                raise UserError(f"service config: pipeline {name!r} must be a mapping of PipelineSpec fields")
+            pipelines[str(name)] = PipelineSpec.from_dict({**spec, "name": str(name)})
+        rubrics = raw.get("rubrics") or {}
+        if not isinstance(rubrics, Mapping):
+            raise UserError("service config: rubrics must map names to rubric YAML paths")
+        return cls(
+            pipelines=pipelines,
+            default=str(raw.get("default") or next(iter(pipelines))),
+            limits=_dataclass_from(Limits, raw.get("limits"), "limits"),
+            auth=_dataclass_from(AuthConfig, raw.get("auth"), "auth"),
+            cache_dir=raw.get("cache_dir"),
+            rubrics={str(k): str(v) for k, v in rubrics.items()},
+        )
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str]) -> ServiceConfig:
+        try:
+            raw = yaml.safe_load(Path(path).read_text("utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise UserError(f"cannot read service config {path}: {exc}") from exc
+        if not isinstance(raw, Mapping):
+            raise UserError(f"{path}: the service config is a mapping (pipelines, default, limits, auth)")
+        return cls.from_dict(raw)
+
+    @classmethod
+    def offline_default(cls) -> ServiceConfig:
+        """No config: the offline cascade, named ``dense-local``. A 0.5B model on CPU takes
+        15-60 s for one listwise window of 20, so its deadline is generous."""
+        return cls.from_dict(
+            {
+                "pipelines": {"dense-local": DEFAULT_PIPELINE},
+                "default": "dense-local",
+                "limits": {"deadline_s": 180},
+            }
+        )

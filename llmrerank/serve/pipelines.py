@@ -1,0 +1,146 @@
+"""The service's named pipelines, each built once by ``PipelineSpec.build`` with its LLM
+stage behind the shared gate of its backend. Requests that pick a registered ``prompt`` or
+a configured ``rubric`` get a variant built the same way (once, then reused)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..cache import DiskCache
+from ..errors import UserError
+from ..pipeline import PipelineSpec
+from ..rerankers.protocol import Reranker
+from .config import Limits, ServiceConfig
+from .limits import BackendGate, GatedLLM
+
+__all__ = ["BuiltPipeline", "Pipelines"]
+
+# a request names a prompt of the library (family/name[@N|@latest]), never a path
+_PROMPT_REF = re.compile(r"[A-Za-z0-9_-]+/[A-Za-z0-9_-]+(@([0-9]+|latest))?")
+
+
+@dataclass(frozen=True)
+class BuiltPipeline:
+    name: str
+    spec: PipelineSpec
+    reranker: Reranker
+    gate: BackendGate | None
+    prompt_ref: str | None
+    prompt_sha256: str | None
+
+
+def _backend_of(llm: Reranker) -> Any:
+    return getattr(llm, "backend", None)
+
+
+def _backend_label(llm: Reranker) -> str:
+    backend = _backend_of(llm)
+    if backend is None:
+        return llm.name
+    identity = backend.identity()
+    return ":".join(str(identity.get(k, "")) for k in ("provider", "model")) + (
+        f"@{identity['base_url']}" if "base_url" in identity else ""
+    )
+
+
+class Pipelines:
+    def __init__(self, config: ServiceConfig, cache: DiskCache | None) -> None:
+        self.config = config
+        self.cache = cache
+        self.gates: dict[str, BackendGate] = {}
+        self._built: dict[tuple[str, str | None, str | None], BuiltPipeline] = {}
+        self._lock = asyncio.Lock()
+        for name in config.pipelines:
+            self._build(name, None, None)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.config.pipelines)
+
+    @property
+    def limits(self) -> Limits:
+        return self.config.limits
+
+    def resolve(self, model: str) -> str:
+        if model == "default":
+            return self.config.default
+        if model not in self.config.pipelines:
+            raise UserError(f"unknown model {model!r}; this service has: default, {', '.join(self.names)}")
+        return model
+
+    def _gate_for(self, llm: Reranker) -> BackendGate:
+        label = _backend_label(llm)
+        if label not in self.gates:
+            self.gates[label] = BackendGate(
+                label, concurrency=self.limits.llm_concurrency, queue=self.limits.llm_queue
+            )
+        return self.gates[label]
+
+    def _build(self, name: str, prompt: str | None, rubric: str | None) -> BuiltPipeline:
+        spec = self.config.pipelines[name]
+        changes: dict[str, Any] = {"fallback": True}  # an LLM failure degrades, never fails a request
+        if prompt is not None:
+            changes["prompt"] = prompt
+        if rubric is not None:
+            changes["rubric"] = self.config.rubrics[rubric]
+        spec = spec.with_changes(**changes)
+        gate = None
+        prompt_ref = prompt_sha = None
+        if spec.llm is not None:
+            llm = spec.build_llm(cache=self.cache)
+            gate = self._gate_for(llm)
+            loaded = getattr(llm, "prompt", None)
+            prompt_ref, prompt_sha = getattr(loaded, "ref", None), getattr(loaded, "sha256", None)
+            spec = spec.with_changes(llm=GatedLLM(llm, gate))
+        built = BuiltPipeline(name, spec, spec.build(cache=self.cache), gate, prompt_ref, prompt_sha)
+        self._built[(name, prompt, rubric)] = built
+        return built
+
+    async def get(self, name: str, *, prompt: str | None = None, rubric: str | None = None) -> BuiltPipeline:
+        if prompt is not None and not _PROMPT_REF.fullmatch(prompt):
+            raise UserError(f"prompt {prompt!r} is not a prompt ref (family/name@N)")
+        if rubric is not None and rubric not in self.config.rubrics:
+            raise UserError(f"unknown rubric {rubric!r}; configured: {sorted(self.config.rubrics) or 'none'}")
+        if (prompt is not None or rubric is not None) and self.config.pipelines[name].llm is None:
+            raise UserError(f"pipeline {name!r} has no LLM stage: prompt and rubric do not apply")
+        key = (name, prompt, rubric)
+        if key in self._built:
+            return self._built[key]
+        async with self._lock:
+            if key not in self._built:
+                # building loads prompts and may start a model: off the event loop
+                await asyncio.to_thread(self._build, name, prompt, rubric)
+            return self._built[key]
+
+    def close(self) -> None:
+        """Close the LLM clients and stop the servers this process started (llama.cpp):
+        uvicorn ends a SIGTERM by re-raising it, so ``atexit`` would never run."""
+        for built in self._built.values():
+            llm = built.spec.llm
+            backend = _backend_of(llm.inner) if isinstance(llm, GatedLLM) else None
+            if backend is None:
+                continue
+            backend.close()
+            owner = getattr(getattr(backend, "endpoint", None), "owner", None)
+            stop = getattr(owner, "stop", None)
+            if callable(stop):
+                stop()
+
+    def llm_endpoints(self) -> Mapping[str, tuple[str, int]]:
+        """host and port of every LLM backend's URL, for the readiness probe."""
+        found: dict[str, tuple[str, int]] = {}
+        for built in self._built.values():
+            llm = built.spec.llm
+            backend = _backend_of(llm.inner) if isinstance(llm, GatedLLM) else None
+            url = getattr(getattr(backend, "endpoint", None), "base_url", None)
+            if url:
+                parts = urlsplit(url)
+                if parts.hostname:
+                    port = parts.port or (443 if parts.scheme == "https" else 80)
+                    found[_backend_label(llm.inner)] = (parts.hostname, port)  # type: ignore[union-attr]
+        return found
