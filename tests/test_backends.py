@@ -101,8 +101,8 @@ def test_429_with_retry_after_then_success(backend_class: type) -> None:
     handler = scripted(Fault(429, "slow down", headers={"Retry-After": "0.2"}), Reply('{"grade": 2}'))
     with WireServer(handler) as server:
         url = server.openai_base_url if backend_class is OpenAIBackend else server.anthropic_base_url
-        reranker = LLMReranker(backend_class("m", base_url=url), retry=FAST)
-        ranking = reranker.rerank("q", ["p"])
+        retry = RetryPolicy(max_attempts=3, base_s=0.001, max_wait_s=1.0)
+        ranking = LLMReranker(backend_class("m", base_url=url), retry=retry).rerank("q", ["p"])
     (call,) = ranking.calls
     assert call.attempts == 2
     assert ranking[0].stage_scores == {"llm": 2.0}

@@ -70,10 +70,13 @@ def test_transient_errors_are_retried_within_the_bound() -> None:
     backend = Scripted(RateLimitError("slow down", retry_after=0.0), '{"grade": 1}')
     (call,) = reranker(backend).rerank("q", ["p"]).calls
     assert call.attempts == 2
-    backend = Scripted(*(TransientBackendError("503") for _ in range(3)))
-    with pytest.raises(TransientBackendError):
+    backend = Scripted(*(TransientBackendError("503", status_code=503) for _ in range(3)))
+    with pytest.raises(TransientBackendError) as info:
         reranker(backend).rerank("q", ["p"])
     assert len(backend.requests) == 3
+    error = info.value
+    assert (error.provider, error.status_code, error.attempts) == ("scripted", 503, 3)
+    assert "after 3 attempts" in str(error)
 
 
 def test_terminal_errors_raise_at_once() -> None:
@@ -83,20 +86,13 @@ def test_terminal_errors_raise_at_once() -> None:
     assert len(backend.requests) == 1
 
 
-def test_retry_after_is_honoured_and_bounded() -> None:
+def test_retry_after_is_honoured_in_full_and_never_silently_shortened() -> None:
     policy = RetryPolicy(max_wait_s=5)
-
-    class State:
-        attempt_number = 1
-
-        class outcome:
-            @staticmethod
-            def exception() -> Exception:
-                return RateLimitError("429", retry_after=3.0)
-
-    assert policy.wait(State()) == 3.0  # type: ignore[arg-type]
-    State.outcome.exception = staticmethod(lambda: RateLimitError("429", retry_after=60))  # type: ignore[method-assign]
-    assert policy.wait(State()) == 5  # type: ignore[arg-type]
+    assert policy.delay(1, RateLimitError("429", retry_after=3.0)) == 3.0
+    assert policy.delay(1, TransientBackendError("503", status_code=503, retry_after=4.5)) == 4.5
+    with pytest.raises(RateLimitError, match=r"asked to wait 60.0s .* over the retry bound of 5s") as info:
+        policy.delay(1, RateLimitError("429", retry_after=60))
+    assert info.value.retry_after == 60
 
 
 def test_cache_hits_are_free_and_revalidated(tmp_path: Path) -> None:
