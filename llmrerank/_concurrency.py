@@ -77,7 +77,9 @@ class CancelToken:
             self._event.wait(min(left, 0.05))
 
 
-_current: contextvars.ContextVar[CancelToken | None] = contextvars.ContextVar("llmrerank_cancel", default=None)
+_current: contextvars.ContextVar[CancelToken | None] = contextvars.ContextVar(
+    "llmrerank_cancel", default=None
+)
 
 
 def current_token() -> CancelToken | None:
@@ -97,7 +99,9 @@ class Limiter:
         self.capacity = max(1, capacity)
         self._lock = threading.Lock()
         self._in_use = 0
-        self._waiters: deque[threading.Event | tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = deque()
+        self._waiters: deque[threading.Event | tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = (
+            deque()
+        )
 
     @property
     def in_use(self) -> int:
@@ -198,14 +202,16 @@ def run_in_daemon_threads(
                 index = pending.popleft()
             try:
                 results[index] = function(items[index])
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+            except BaseException as exc:
                 with lock:
                     errors.append(exc)
                 token.cancel("a sibling call failed")
                 return
 
     threads = [
-        threading.Thread(target=contextvars.copy_context().run, args=(work,), daemon=True, name="llmrerank-call")
+        threading.Thread(
+            target=contextvars.copy_context().run, args=(work,), daemon=True, name="llmrerank-call"
+        )
         for _ in range(max(1, min(workers, len(items))))
     ]
     for thread in threads:

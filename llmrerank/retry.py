@@ -49,10 +49,10 @@ class RetryPolicy:
 
     def _next_wait(self, attempt: int, error: BackendError, attempts: list[int], token: CancelToken) -> float:
         """The wait before the next attempt, or the error to give up with (its ``attempts`` set)."""
-        error.attempts = attempts[0]
         if token.cancelled:
             raise CallCancelledError(f"call stopped: {token.reason}") from error
         if not isinstance(error, TransientBackendError) or attempt >= self.max_attempts:
+            error.attempts = attempts[0]
             raise error
         try:
             wait = self.delay(attempt, error)
@@ -62,9 +62,7 @@ class RetryPolicy:
         logger.warning("attempt %d failed (%s); retrying in %.2fs", attempt, error, wait)
         return wait
 
-    def call(
-        self, send: Callable[[], T], *, limiter: Limiter, token: CancelToken, attempts: list[int]
-    ) -> T:
+    def call(self, send: Callable[[], T], *, limiter: Limiter, token: CancelToken, attempts: list[int]) -> T:
         """``send()`` until it succeeds or fails for good; ``attempts[0]`` counts every
         request made. The limiter is held only while a request is in flight."""
         for attempt in range(1, self.max_attempts + 1):

@@ -29,7 +29,9 @@ def _check(request: httpx2.Request, deadline: float, token: CancelToken | None) 
 
 
 class _SyncStream(httpx2.SyncByteStream):
-    def __init__(self, inner: Any, request: httpx2.Request, deadline: float, token: CancelToken | None) -> None:
+    def __init__(
+        self, inner: Any, request: httpx2.Request, deadline: float, token: CancelToken | None
+    ) -> None:
         self._inner, self._request, self._deadline, self._token = inner, request, deadline, token
 
     def __iter__(self) -> Iterator[bytes]:
@@ -42,7 +44,9 @@ class _SyncStream(httpx2.SyncByteStream):
 
 
 class _AsyncStream(httpx2.AsyncByteStream):
-    def __init__(self, inner: Any, request: httpx2.Request, deadline: float, token: CancelToken | None) -> None:
+    def __init__(
+        self, inner: Any, request: httpx2.Request, deadline: float, token: CancelToken | None
+    ) -> None:
         self._inner, self._request, self._deadline, self._token = inner, request, deadline, token
 
     async def __aiter__(self) -> AsyncIterator[bytes]:

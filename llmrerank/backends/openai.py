@@ -118,5 +118,7 @@ class OpenAIBackend(SDKBackend):
     async def acomplete(self, request: BackendRequest) -> BackendReply:
         with sdk_errors(self._sdk, self.provider):
             client = self.clients.for_running_loop()
-            completion = await self._within_deadline(client.chat.completions.create(**self._arguments(request)))
+            completion = await self._within_deadline(
+                client.chat.completions.create(**self._arguments(request))
+            )
             return self._reply(completion)

@@ -40,7 +40,7 @@ class RawBody:
 class ResetMidBody:
     """Announce a whole valid reply, send ``fraction`` of it, then reset the connection."""
 
-    reply: Reply = Reply('{"grade": 3}')
+    reply: Reply = field(default_factory=lambda: Reply('{"grade": 3}'))
     fraction: float = 0.5
 
 
@@ -48,7 +48,7 @@ class ResetMidBody:
 class Drip:
     """A valid 200 reply sent one byte every ``interval_s`` seconds."""
 
-    reply: Reply = Reply('{"grade": 3}')
+    reply: Reply = field(default_factory=lambda: Reply('{"grade": 3}'))
     interval_s: float = 0.5
 
 
@@ -76,12 +76,13 @@ def _refusal_body(request: WireRequest, refusal: Refusal) -> dict[str, Any]:
 
 class FaultServer:
     """``with FaultServer(handler) as server:`` then point an SDK at ``server.openai_base_url``
-    or ``server.anthropic_base_url``. ``requests`` lists what arrived; ``max_in_flight`` is
-    the largest number of requests it was answering at once."""
+    or ``server.anthropic_base_url``. ``requests`` lists what arrived (``arrivals``: when);
+    ``max_in_flight`` is the largest number of requests it was answering at once."""
 
     def __init__(self, handler: FaultHandler) -> None:
         self.handler = handler
         self.requests: list[WireRequest] = []
+        self.arrivals: list[float] = []  # time.monotonic() of each request
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
@@ -111,6 +112,7 @@ class FaultServer:
     def _arrived(self, request: WireRequest) -> None:
         with self._lock:
             self.requests.append(request)
+            self.arrivals.append(time.monotonic())
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
 
@@ -127,7 +129,9 @@ class FaultServer:
             request_queue_size = 256
 
         self._httpd = _Server(("127.0.0.1", 0), handler_class)
-        threading.Thread(target=self._httpd.serve_forever, name="fault-server", daemon=True).start()
+        threading.Thread(
+            target=self._httpd.serve_forever, args=(0.05,), name="fault-server", daemon=True
+        ).start()
         return self
 
     def stop(self) -> None:
@@ -176,9 +180,13 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             path = self.path.split("?")[0].rstrip("/")
-            api: Literal["openai", "anthropic"] = "openai" if path.endswith("/chat/completions") else "anthropic"
+            api: Literal["openai", "anthropic"] = (
+                "openai" if path.endswith("/chat/completions") else "anthropic"
+            )
             request = WireRequest(
-                api=api, body=json.loads(raw or b"{}"), headers={k.lower(): v for k, v in self.headers.items()}
+                api=api,
+                body=json.loads(raw or b"{}"),
+                headers={k.lower(): v for k, v in self.headers.items()},
             )
             server._arrived(request)
             try:
