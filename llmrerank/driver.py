@@ -7,21 +7,20 @@ the answer that was paid for is never lost to a full disk.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import Generator, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Generator, Sequence
 from dataclasses import replace
 from functools import partial
 from typing import Any
 
 from ._concurrency import CancelToken, all_or_nothing, current_token, limiter_for, run_in_daemon_threads
+from ._entries import read_entry, write_entry
 from .backends.base import Backend, BackendReply, BackendRequest
 from .cache import BestEffortCache, DiskCache, request_key
-from .errors import BackendError, ParseError
+from .errors import ParseError
 from .outputs import InvalidOutput, Parsed
-from .retry import RetryPolicy
+from .retry import Attempting, RetryPolicy
 from .strategies.plan import Answer, LLMRequest, Outcome, Plan
 from .types import CallRecord, TokenLogprob, Usage
 
@@ -95,25 +94,11 @@ class Driver:
         )
 
     def _cache_get(self, key: str, request: LLMRequest) -> tuple[Parsed[Any], dict[str, Any]] | None:
-        raw = self._store.get(key)
-        if raw is None:
-            return None
-        try:
-            entry = json.loads(raw)
-            return request.output.parse(entry["text"]), entry
-        except (ValueError, KeyError, TypeError) as exc:
-            logger.warning(
-                "cache entry %s is unreadable or no longer valid (%s); asking again", key[:12], exc
-            )
-            return None
+        return read_entry(self._store, key, request)
 
     def _cache_set(self, key: str, reply: BackendReply) -> None:
-        if self.cache is None:
-            return
-        entry: dict[str, Any] = {"text": reply.text, "model": reply.model}
-        if reply.logprobs is not None:
-            entry["logprobs"] = [[t.token, t.logprob, dict(t.top)] for t in reply.logprobs]
-        self._store.set(key, json.dumps(entry, ensure_ascii=False))
+        if self.cache is not None:
+            write_entry(self._store, key, reply)
 
     def _record(
         self,
@@ -197,52 +182,35 @@ class Driver:
         raise self._parse_error(request, reply)
 
     def _fetch(self, request: LLMRequest, key: str, token: CancelToken | None = None) -> Answer:
-        token = token or CancelToken(parent=current_token())
         started = time.perf_counter()  # here, not at lookup: time spent queued is not latency
+        token = token or CancelToken(parent=current_token())
         attempts = [0]
         exchange = self._exchange(request, key, started, attempts)
         outgoing = next(exchange)
-        with self._naming_the_provider():
-            try:
-                while True:
-                    reply = self.retry.call(
-                        partial(self.backend.complete, outgoing),
-                        limiter=self.limiter,
-                        token=token,
-                        attempts=attempts,
-                    )
-                    outgoing = exchange.send(reply)
-            except StopIteration as done:
-                answer: Answer = done.value
-                return answer
+        try:
+            while True:
+                send = partial(self.backend.complete, outgoing)
+                outgoing = exchange.send(self.retry.call(send, self._limits(token, attempts)))
+        except StopIteration as done:
+            answer: Answer = done.value
+            return answer
 
     async def _afetch(self, request: LLMRequest, key: str) -> Answer:
         started = time.perf_counter()
+        token = CancelToken(parent=current_token())
         attempts = [0]
         exchange = self._exchange(request, key, started, attempts)
         outgoing = next(exchange)
-        token = CancelToken(parent=current_token())
-        with self._naming_the_provider():
-            try:
-                while True:
-                    reply = await self.retry.acall(
-                        partial(self.backend.acomplete, outgoing),
-                        limiter=self.limiter,
-                        token=token,
-                        attempts=attempts,
-                    )
-                    outgoing = exchange.send(reply)
-            except StopIteration as done:
-                answer: Answer = done.value
-                return answer
-
-    @contextmanager
-    def _naming_the_provider(self) -> Iterator[None]:
         try:
-            yield
-        except BackendError as error:
-            error.provider = error.provider or self.backend.provider
-            raise
+            while True:
+                send = partial(self.backend.acomplete, outgoing)
+                outgoing = exchange.send(await self.retry.acall(send, self._limits(token, attempts)))
+        except StopIteration as done:
+            answer: Answer = done.value
+            return answer
+
+    def _limits(self, token: CancelToken, attempts: list[int]) -> Attempting:
+        return Attempting(self.limiter, token, attempts, self.backend.provider)
 
     def answer(self, request: LLMRequest) -> Answer:
         key, cached = self._lookup(request)

@@ -13,11 +13,23 @@ from typing import TypeVar
 from ._concurrency import CancelToken, Limiter
 from .errors import BackendError, CallCancelledError, RateLimitError, TransientBackendError
 
-__all__ = ["RetryPolicy"]
+__all__ = ["Attempting", "RetryPolicy"]
 
 logger = logging.getLogger("llmrerank")
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Attempting:
+    """What one call's attempts share: the backend's ``limiter`` (held only while a request
+    is in flight), the call's cancel ``token``, the running count of requests made
+    (``attempts[0]``) and the ``provider`` named on errors."""
+
+    limiter: Limiter
+    token: CancelToken
+    attempts: list[int]
+    provider: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,49 +59,48 @@ class RetryPolicy:
             ) from error
         return max(asked, backoff)
 
-    def _next_wait(self, attempt: int, error: BackendError, attempts: list[int], token: CancelToken) -> float:
-        """The wait before the next attempt, or the error to give up with (its ``attempts`` set)."""
-        if token.cancelled:
-            raise CallCancelledError(f"call stopped: {token.reason}") from error
+    def _next_wait(self, attempt: int, error: BackendError, state: Attempting) -> float:
+        """The wait before the next attempt, or the error to give up with (``attempts`` set)."""
+        error.provider = error.provider or state.provider
+        if state.token.cancelled:
+            raise CallCancelledError(f"call stopped: {state.token.reason}") from error
         if not isinstance(error, TransientBackendError) or attempt >= self.max_attempts:
-            error.attempts = attempts[0]
+            error.attempts = state.attempts[0]
             raise error
         try:
             wait = self.delay(attempt, error)
         except RateLimitError as over:
-            over.attempts = attempts[0]
+            over.attempts = state.attempts[0]
             raise over from error
         logger.warning("attempt %d failed (%s); retrying in %.2fs", attempt, error, wait)
         return wait
 
-    def call(self, send: Callable[[], T], *, limiter: Limiter, token: CancelToken, attempts: list[int]) -> T:
-        """``send()`` until it succeeds or fails for good; ``attempts[0]`` counts every
-        request made. The limiter is held only while a request is in flight."""
+    def call(self, send: Callable[[], T], state: Attempting) -> T:
+        """``send()`` until it succeeds or fails for good; no attempt starts once the token
+        is cancelled, and a backoff sleep wakes when it is."""
         for attempt in range(1, self.max_attempts + 1):
-            limiter.acquire(token)
+            state.limiter.acquire(state.token)
             try:
-                token.check()
-                attempts[0] += 1
+                state.token.check()
+                state.attempts[0] += 1
                 return send()
             except BackendError as error:
-                wait = self._next_wait(attempt, error, attempts, token)
+                wait = self._next_wait(attempt, error, state)
             finally:
-                limiter.release()
-            token.sleep(wait)
+                state.limiter.release()
+            state.token.sleep(wait)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def acall(
-        self, send: Callable[[], Awaitable[T]], *, limiter: Limiter, token: CancelToken, attempts: list[int]
-    ) -> T:
+    async def acall(self, send: Callable[[], Awaitable[T]], state: Attempting) -> T:
         for attempt in range(1, self.max_attempts + 1):
-            await limiter.aacquire()
+            await state.limiter.aacquire()
             try:
-                token.check()
-                attempts[0] += 1
+                state.token.check()
+                state.attempts[0] += 1
                 return await send()
             except BackendError as error:
-                wait = self._next_wait(attempt, error, attempts, token)
+                wait = self._next_wait(attempt, error, state)
             finally:
-                limiter.release()
+                state.limiter.release()
             await asyncio.sleep(wait)
         raise AssertionError("unreachable: the last attempt returns or raises")
