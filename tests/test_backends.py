@@ -233,3 +233,25 @@ def test_async_path_over_http() -> None:
         ranking = asyncio.run(reranker.arerank("q", [f"p{i}" for i in range(10)], top_k=3))
         assert len(server.requests) == 10
     assert len(ranking) == 3
+
+
+@pytest.mark.parametrize("backend_class", [OpenAIBackend, AnthropicBackend])
+def test_a_runtime_error_from_the_sdk_is_a_backend_error(backend_class: type) -> None:
+    """E.g. a client bound to another event loop: the cascade can fall back on it."""
+
+    async def foreign_loop(**_: object) -> None:
+        raise RuntimeError("<Queue> is bound to a different event loop")
+
+    backend = backend_class("m", base_url="http://127.0.0.1:9")
+
+    async def call() -> None:
+        client = backend.clients.for_running_loop()
+        if backend_class is OpenAIBackend:
+            client.chat.completions.create = foreign_loop
+        else:
+            client.messages.create = foreign_loop
+        await backend.acomplete(GRADE_REQUEST)
+
+    with pytest.raises(TerminalBackendError, match="different event loop") as info:
+        asyncio.run(call())
+    assert info.value.provider == backend.provider

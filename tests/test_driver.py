@@ -164,3 +164,34 @@ def test_a_call_latency_excludes_time_spent_queued() -> None:
     latencies = sorted(call.latency_s for call in ranking.calls)
     # one at a time: queued, the last call would report about four times the first
     assert latencies[-1] < 2 * latencies[0]
+
+
+def test_the_limiter_never_leaks_a_slot_to_a_cancelled_waiter() -> None:
+    from llmrerank._concurrency import CancelToken, Limiter
+    from llmrerank.errors import CallCancelledError
+
+    limiter = Limiter(1)
+    limiter.acquire()
+    token = CancelToken(deadline=time.monotonic() + 0.1)
+    with pytest.raises(CallCancelledError):
+        limiter.acquire(token)  # waits, then gives up at the token's deadline
+
+    async def cancelled_waiter() -> None:
+        waiter = asyncio.ensure_future(limiter.aacquire())
+        await asyncio.sleep(0.01)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+
+    asyncio.run(cancelled_waiter())
+    limiter.release()
+    assert limiter.in_use == 0
+    limiter.acquire()  # the slot is free again
+    assert limiter.in_use == 1
+
+
+def test_two_rerankers_on_one_backend_share_the_smaller_limit() -> None:
+    backend = Scripted()
+    first, second = reranker(backend, max_concurrency=6), reranker(backend, max_concurrency=3)
+    assert first.driver.limiter is second.driver.limiter
+    assert first.driver.limiter.capacity == 3
