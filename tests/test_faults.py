@@ -218,9 +218,17 @@ def test_async_a_failing_call_cancels_its_siblings(caplog: pytest.LogCaptureFixt
 
 
 def test_sync_a_failing_call_stops_the_pool() -> None:
-    with FaultServer(_one_bad_of_many("passage number 3")) as server:
+    """Siblings that would retry (503s) stop before their next attempt once one call fails."""
+
+    def handler(request: WireRequest) -> FaultResponse:
+        if "\npassage number 3\n" in request.user_text:
+            return Fault(400, "bad request", delay_s=0.05)
+        return Fault(503, "overloaded", delay_s=0.2)
+
+    retry = RetryPolicy(max_attempts=5, base_s=0.01, max_wait_s=0.05)
+    with FaultServer(handler) as server:
         with pytest.raises(TerminalBackendError, match="HTTP 400"):
-            llm("openai", server, max_concurrency=4).rerank("q", _passages(20))
+            llm("openai", server, max_concurrency=4, retry=retry).rerank("q", _passages(20))
         at_raise = server.count
         time.sleep(0.8)
         assert server.count == at_raise <= 8
