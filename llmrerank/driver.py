@@ -7,20 +7,20 @@ the answer that was paid for is never lost to a full disk.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import time
-from collections.abc import Generator, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Generator, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
+from ._concurrency import CancelToken, all_or_nothing, current_token, limiter_for, run_in_daemon_threads
+from ._entries import read_entry, write_entry
 from .backends.base import Backend, BackendReply, BackendRequest
 from .cache import BestEffortCache, DiskCache, request_key
 from .errors import ParseError
 from .outputs import InvalidOutput, Parsed
-from .retry import RetryPolicy
+from .retry import Attempting, RetryPolicy
 from .strategies.plan import Answer, LLMRequest, Outcome, Plan
 from .types import CallRecord, TokenLogprob, Usage
 
@@ -44,7 +44,10 @@ def _reask_messages(request: LLMRequest, raw: str, problem: str) -> list[dict[st
 
 class Driver:
     """Answers a plan's requests. ``max_reasks`` bounds how often invalid output is sent
-    back with its validation error before ``ParseError``."""
+    back with its validation error before ``ParseError``. ``max_concurrency`` bounds the
+    requests in flight *per backend object*: every driver (reranker), call, thread and event
+    loop using that backend shares one limiter, whose capacity is the smallest any of them
+    asked for."""
 
     def __init__(
         self,
@@ -62,6 +65,7 @@ class Driver:
         self.retry = retry or RetryPolicy()
         self.max_reasks = max_reasks
         self.max_concurrency = max(1, max_concurrency)
+        self.limiter = limiter_for(backend, self.max_concurrency)
         self.temperature = temperature
 
     # -- keys and cache -------------------------------------------------------------
@@ -90,25 +94,11 @@ class Driver:
         )
 
     def _cache_get(self, key: str, request: LLMRequest) -> tuple[Parsed[Any], dict[str, Any]] | None:
-        raw = self._store.get(key)
-        if raw is None:
-            return None
-        try:
-            entry = json.loads(raw)
-            return request.output.parse(entry["text"]), entry
-        except (ValueError, KeyError, TypeError) as exc:
-            logger.warning(
-                "cache entry %s is unreadable or no longer valid (%s); asking again", key[:12], exc
-            )
-            return None
+        return read_entry(self._store, key, request)
 
     def _cache_set(self, key: str, reply: BackendReply) -> None:
-        if self.cache is None:
-            return
-        entry: dict[str, Any] = {"text": reply.text, "model": reply.model}
-        if reply.logprobs is not None:
-            entry["logprobs"] = [[t.token, t.logprob, dict(t.top)] for t in reply.logprobs]
-        self._store.set(key, json.dumps(entry, ensure_ascii=False))
+        if self.cache is not None:
+            write_entry(self._store, key, reply)
 
     def _record(
         self,
@@ -191,37 +181,36 @@ class Driver:
             return Answer(parsed.value, record, parsed.repairs, reply.logprobs)
         raise self._parse_error(request, reply)
 
-    def _fetch(self, request: LLMRequest, key: str) -> Answer:
+    def _fetch(self, request: LLMRequest, key: str, token: CancelToken | None = None) -> Answer:
         started = time.perf_counter()  # here, not at lookup: time spent queued is not latency
+        token = token or CancelToken(parent=current_token())
         attempts = [0]
         exchange = self._exchange(request, key, started, attempts)
         outgoing = next(exchange)
         try:
             while True:
-                for attempt in self.retry.sync():
-                    with attempt:
-                        attempts[0] += 1
-                        reply = self.backend.complete(outgoing)
-                outgoing = exchange.send(reply)
+                send = partial(self.backend.complete, outgoing)
+                outgoing = exchange.send(self.retry.call(send, self._limits(token, attempts)))
         except StopIteration as done:
             answer: Answer = done.value
             return answer
 
     async def _afetch(self, request: LLMRequest, key: str) -> Answer:
         started = time.perf_counter()
+        token = CancelToken(parent=current_token())
         attempts = [0]
         exchange = self._exchange(request, key, started, attempts)
         outgoing = next(exchange)
         try:
             while True:
-                async for attempt in self.retry.asynchronous():
-                    with attempt:
-                        attempts[0] += 1
-                        reply = await self.backend.acomplete(outgoing)
-                outgoing = exchange.send(reply)
+                send = partial(self.backend.acomplete, outgoing)
+                outgoing = exchange.send(await self.retry.acall(send, self._limits(token, attempts)))
         except StopIteration as done:
             answer: Answer = done.value
             return answer
+
+    def _limits(self, token: CancelToken, attempts: list[int]) -> Attempting:
+        return Attempting(self.limiter, token, attempts, self.backend.provider)
 
     def answer(self, request: LLMRequest) -> Answer:
         key, cached = self._lookup(request)
@@ -253,50 +242,46 @@ class Driver:
 
     # -- whole plans ----------------------------------------------------------------
     def run(self, plan: Plan) -> tuple[Outcome, list[CallRecord]]:
+        """Cache hits are answered here; misses go to the backend, in daemon worker threads
+        when there is more than one. The first failure stops the round: no new request or
+        retry starts, and the threads still in flight stop before their next attempt."""
         records: list[CallRecord] = []
-        pool: ThreadPoolExecutor | None = None
+        token = CancelToken(parent=current_token())
         try:
             batch = next(plan)
             round_index = 0
             while True:
-                # cache hits are answered here; only misses go to the backend, in worker
-                # threads when there is more than one
                 looked_up = [self._lookup(request) for request in batch]
-                missed = [request for request, (_, hit) in zip(batch, looked_up, strict=True) if hit is None]
-                keys = [key for key, hit in looked_up if hit is None]
-                fetched: Iterator[Answer]
-                if len(missed) > 1:
-                    pool = pool or ThreadPoolExecutor(max_workers=self.max_concurrency)
-                    fetched = pool.map(self._fetch, missed, keys)
-                else:
-                    fetched = map(self._fetch, missed, keys)
+                missed = [(r, key) for r, (key, hit) in zip(batch, looked_up, strict=True) if hit is None]
+                fetched = iter(
+                    run_in_daemon_threads(
+                        lambda pair: self._fetch(pair[0], pair[1], token), missed, self.max_concurrency, token
+                    )
+                    if len(missed) > 1
+                    else [self._fetch(r, key, token) for r, key in missed]
+                )
                 answers = [hit if hit is not None else next(fetched) for _, hit in looked_up]
                 records += [replace(a.record, round=round_index) for a in answers]
                 batch = plan.send(answers)
                 round_index += 1
         except StopIteration as stop:
             return stop.value, records
-        finally:
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
 
     async def arun(self, plan: Plan) -> tuple[Outcome, list[CallRecord]]:
+        """Each round's calls run as tasks; the first failure (or the caller's cancellation)
+        cancels the others and waits for them, so nothing is left running or pending."""
         records: list[CallRecord] = []
-        semaphore = asyncio.Semaphore(self.max_concurrency)
 
-        async def bounded(request: LLMRequest) -> Answer:
+        async def one(request: LLMRequest) -> Answer:
             key, cached = self._lookup(request)
-            if cached is not None:
-                return cached
-            async with semaphore:
-                return await self._afetch(request, key)
+            return cached if cached is not None else await self._afetch(request, key)
 
         async with self.backend.connected():
             try:
                 batch = next(plan)
                 round_index = 0
                 while True:
-                    answers = list(await asyncio.gather(*(bounded(r) for r in batch)))
+                    answers = await all_or_nothing([one(r) for r in batch])
                     records += [replace(a.record, round=round_index) for a in answers]
                     batch = plan.send(answers)
                     round_index += 1

@@ -9,11 +9,13 @@ LLMRerankError
 ├── BackendError              the model provider failed
 │   ├── TransientBackendError retried by the driver: timeouts, 429, 5xx, connection
 │   │   ├── RateLimitError    429 (carries ``retry_after`` seconds when the server sent it)
-│   │   └── BackendTimeoutError
+│   │   ├── BackendTimeoutError  no complete answer within the per-attempt deadline
+│   │   └── MalformedReplyError  a reply whose body is not the API's JSON (HTML, empty, cut)
 │   └── TerminalBackendError  400/401/403/404 and friends: raised at once
 ├── ParseError                the model's output stayed invalid after every re-ask
 ├── CacheError                the response cache is unusable (full disk, corrupt store)
 ├── StageTimeoutError         a cascade stage ran over its time budget
+├── CallCancelledError        a call stopped because its stage's budget ran out or a sibling failed
 └── LocalServerError          the managed llama.cpp server failed to start or died
 """
 
@@ -24,9 +26,11 @@ __all__ = [
     "BackendTimeoutError",
     "BudgetError",
     "CacheError",
+    "CallCancelledError",
     "CandidateError",
     "LLMRerankError",
     "LocalServerError",
+    "MalformedReplyError",
     "ParseError",
     "PromptError",
     "RateLimitError",
@@ -63,29 +67,70 @@ class BudgetError(UserError):
 
 
 class BackendError(LLMRerankError):
-    """The model provider failed."""
+    """The model provider failed. ``provider`` and ``status_code`` (None without an HTTP
+    answer) say where; ``attempts`` is how many requests the driver made before giving up
+    (0 when the error did not come through the driver)."""
 
-    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        provider: str | None = None,
+        attempts: int = 0,
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
+        self.provider = provider
+        self.attempts = attempts
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return f"{text} (after {self.attempts} attempts)" if self.attempts > 1 else text
 
 
 class TransientBackendError(BackendError):
-    """A failure worth retrying (timeouts, connection errors, 429, 5xx)."""
-
-
-class RateLimitError(TransientBackendError):
-    """HTTP 429; ``retry_after`` holds the server's Retry-After in seconds when given."""
+    """A failure worth retrying (timeouts, connection errors, 429, 5xx, unreadable replies).
+    ``retry_after``: the wait in seconds the server asked for (Retry-After), when it did."""
 
     def __init__(
-        self, message: str, *, status_code: int | None = 429, retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        provider: str | None = None,
+        attempts: int = 0,
+        retry_after: float | None = None,
     ) -> None:
-        super().__init__(message, status_code=status_code)
+        super().__init__(message, status_code=status_code, provider=provider, attempts=attempts)
         self.retry_after = retry_after
 
 
+class RateLimitError(TransientBackendError):
+    """HTTP 429 (``retry_after`` as sent), or a server asking for a longer wait than the
+    retry policy allows."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = 429,
+        provider: str | None = None,
+        attempts: int = 0,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(
+            message, status_code=status_code, provider=provider, attempts=attempts, retry_after=retry_after
+        )
+
+
 class BackendTimeoutError(TransientBackendError):
-    """The provider did not answer within the per-call timeout."""
+    """The provider did not finish answering within the per-attempt deadline."""
+
+
+class MalformedReplyError(TransientBackendError):
+    """A reply arrived but is not the API's JSON: an HTML page from a proxy, an empty or
+    truncated body. Usually a transient fault in between, so it is retried."""
 
 
 class TerminalBackendError(BackendError):
@@ -107,6 +152,11 @@ class CacheError(LLMRerankError):
 
 class StageTimeoutError(LLMRerankError):
     """A cascade stage ran over its time budget."""
+
+
+class CallCancelledError(LLMRerankError):
+    """A call was stopped before it finished: its stage's budget ran out, or a sibling call
+    of the same plan failed first (that sibling's error is the one raised)."""
 
 
 class LocalServerError(LLMRerankError):

@@ -1,58 +1,106 @@
-"""The one retry policy: transient backend failures only, jittered exponential backoff."""
+"""The one retry policy: transient backend failures only, jittered exponential backoff,
+the server's Retry-After honoured in every form, and never an attempt after cancellation."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
 
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-)
+from ._concurrency import CancelToken, Limiter
+from .errors import BackendError, CallCancelledError, RateLimitError, TransientBackendError
 
-from .errors import RateLimitError, TransientBackendError
-
-__all__ = ["RetryPolicy"]
+__all__ = ["Attempting", "RetryPolicy"]
 
 logger = logging.getLogger("llmrerank")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Attempting:
+    """What one call's attempts share: the backend's ``limiter`` (held only while a request
+    is in flight), the call's cancel ``token``, the running count of requests made
+    (``attempts[0]``) and the ``provider`` named on errors."""
+
+    limiter: Limiter
+    token: CancelToken
+    attempts: list[int]
+    provider: str
 
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """Transient failures only: ``max_attempts`` tries in all, jittered exponential backoff
-    from ``base_s`` up to ``max_wait_s``; a 429's Retry-After is honoured up to ``max_wait_s``."""
+    from ``base_s`` up to ``max_wait_s``. A server's Retry-After (429 or 503) is waited for
+    in full when it is within ``max_wait_s``; a longer one is not shortened: the call fails
+    with a ``RateLimitError`` saying how long the server asked for."""
 
     max_attempts: int = 4
     base_s: float = 0.5
     max_wait_s: float = 30.0
 
-    def wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        backoff = random.uniform(0, min(self.max_wait_s, self.base_s * 2 ** (state.attempt_number - 1)))
-        if isinstance(exc, RateLimitError) and exc.retry_after is not None:
-            return min(self.max_wait_s, max(exc.retry_after, backoff))
-        return backoff
+    def delay(self, attempt: int, error: TransientBackendError) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (from 1)."""
+        backoff = random.uniform(0, min(self.max_wait_s, self.base_s * 2 ** (attempt - 1)))
+        asked = error.retry_after
+        if asked is None:
+            return backoff
+        if asked > self.max_wait_s:
+            raise RateLimitError(
+                f"{error}; the server asked to wait {asked:.1f}s before retrying, over the "
+                f"retry bound of {self.max_wait_s:g}s (RetryPolicy.max_wait_s)",
+                status_code=error.status_code,
+                provider=error.provider,
+                retry_after=asked,
+            ) from error
+        return max(asked, backoff)
 
-    def _log(self, state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        logger.warning("attempt %d failed (%s); retrying", state.attempt_number, exc)
+    def _next_wait(self, attempt: int, error: BackendError, state: Attempting) -> float:
+        """The wait before the next attempt, or the error to give up with (``attempts`` set)."""
+        error.provider = error.provider or state.provider
+        if state.token.cancelled:
+            raise CallCancelledError(f"call stopped: {state.token.reason}") from error
+        if not isinstance(error, TransientBackendError) or attempt >= self.max_attempts:
+            error.attempts = state.attempts[0]
+            raise error
+        try:
+            wait = self.delay(attempt, error)
+        except RateLimitError as over:
+            over.attempts = state.attempts[0]
+            raise over from error
+        logger.warning("attempt %d failed (%s); retrying in %.2fs", attempt, error, wait)
+        return wait
 
-    def _arguments(self) -> dict[str, Any]:
-        return {
-            "retry": retry_if_exception_type(TransientBackendError),
-            "stop": stop_after_attempt(self.max_attempts),
-            "wait": self.wait,
-            "reraise": True,
-            "before_sleep": self._log,
-        }
+    def call(self, send: Callable[[], T], state: Attempting) -> T:
+        """``send()`` until it succeeds or fails for good; no attempt starts once the token
+        is cancelled, and a backoff sleep wakes when it is."""
+        for attempt in range(1, self.max_attempts + 1):
+            state.limiter.acquire(state.token)
+            try:
+                state.token.check()
+                state.attempts[0] += 1
+                return send()
+            except BackendError as error:
+                wait = self._next_wait(attempt, error, state)
+            finally:
+                state.limiter.release()
+            state.token.sleep(wait)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def sync(self) -> Retrying:
-        return Retrying(**self._arguments())
-
-    def asynchronous(self) -> AsyncRetrying:
-        return AsyncRetrying(**self._arguments())
+    async def acall(self, send: Callable[[], Awaitable[T]], state: Attempting) -> T:
+        for attempt in range(1, self.max_attempts + 1):
+            await state.limiter.aacquire()
+            try:
+                state.token.check()
+                state.attempts[0] += 1
+                return await send()
+            except BackendError as error:
+                wait = self._next_wait(attempt, error, state)
+            finally:
+                state.limiter.release()
+            await asyncio.sleep(wait)
+        raise AssertionError("unreachable: the last attempt returns or raises")

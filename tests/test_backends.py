@@ -101,8 +101,8 @@ def test_429_with_retry_after_then_success(backend_class: type) -> None:
     handler = scripted(Fault(429, "slow down", headers={"Retry-After": "0.2"}), Reply('{"grade": 2}'))
     with WireServer(handler) as server:
         url = server.openai_base_url if backend_class is OpenAIBackend else server.anthropic_base_url
-        reranker = LLMReranker(backend_class("m", base_url=url), retry=FAST)
-        ranking = reranker.rerank("q", ["p"])
+        retry = RetryPolicy(max_attempts=3, base_s=0.001, max_wait_s=1.0)
+        ranking = LLMReranker(backend_class("m", base_url=url), retry=retry).rerank("q", ["p"])
     (call,) = ranking.calls
     assert call.attempts == 2
     assert ranking[0].stage_scores == {"llm": 2.0}
@@ -233,3 +233,25 @@ def test_async_path_over_http() -> None:
         ranking = asyncio.run(reranker.arerank("q", [f"p{i}" for i in range(10)], top_k=3))
         assert len(server.requests) == 10
     assert len(ranking) == 3
+
+
+@pytest.mark.parametrize("backend_class", [OpenAIBackend, AnthropicBackend])
+def test_a_runtime_error_from_the_sdk_is_a_backend_error(backend_class: type) -> None:
+    """E.g. a client bound to another event loop: the cascade can fall back on it."""
+
+    async def foreign_loop(**_: object) -> None:
+        raise RuntimeError("<Queue> is bound to a different event loop")
+
+    backend = backend_class("m", base_url="http://127.0.0.1:9")
+
+    async def call() -> None:
+        client = backend.clients.for_running_loop()
+        if backend_class is OpenAIBackend:
+            client.chat.completions.create = foreign_loop
+        else:
+            client.messages.create = foreign_loop
+        await backend.acomplete(GRADE_REQUEST)
+
+    with pytest.raises(TerminalBackendError, match="different event loop") as info:
+        asyncio.run(call())
+    assert info.value.provider == backend.provider

@@ -70,10 +70,13 @@ def test_transient_errors_are_retried_within_the_bound() -> None:
     backend = Scripted(RateLimitError("slow down", retry_after=0.0), '{"grade": 1}')
     (call,) = reranker(backend).rerank("q", ["p"]).calls
     assert call.attempts == 2
-    backend = Scripted(*(TransientBackendError("503") for _ in range(3)))
-    with pytest.raises(TransientBackendError):
+    backend = Scripted(*(TransientBackendError("503", status_code=503) for _ in range(3)))
+    with pytest.raises(TransientBackendError) as info:
         reranker(backend).rerank("q", ["p"])
     assert len(backend.requests) == 3
+    error = info.value
+    assert (error.provider, error.status_code, error.attempts) == ("scripted", 503, 3)
+    assert "after 3 attempts" in str(error)
 
 
 def test_terminal_errors_raise_at_once() -> None:
@@ -83,20 +86,13 @@ def test_terminal_errors_raise_at_once() -> None:
     assert len(backend.requests) == 1
 
 
-def test_retry_after_is_honoured_and_bounded() -> None:
+def test_retry_after_is_honoured_in_full_and_never_silently_shortened() -> None:
     policy = RetryPolicy(max_wait_s=5)
-
-    class State:
-        attempt_number = 1
-
-        class outcome:
-            @staticmethod
-            def exception() -> Exception:
-                return RateLimitError("429", retry_after=3.0)
-
-    assert policy.wait(State()) == 3.0  # type: ignore[arg-type]
-    State.outcome.exception = staticmethod(lambda: RateLimitError("429", retry_after=60))  # type: ignore[method-assign]
-    assert policy.wait(State()) == 5  # type: ignore[arg-type]
+    assert policy.delay(1, RateLimitError("429", retry_after=3.0)) == 3.0
+    assert policy.delay(1, TransientBackendError("503", status_code=503, retry_after=4.5)) == 4.5
+    with pytest.raises(RateLimitError, match=r"asked to wait 60.0s .* over the retry bound of 5s") as info:
+        policy.delay(1, RateLimitError("429", retry_after=60))
+    assert info.value.retry_after == 60
 
 
 def test_cache_hits_are_free_and_revalidated(tmp_path: Path) -> None:
@@ -168,3 +164,34 @@ def test_a_call_latency_excludes_time_spent_queued() -> None:
     latencies = sorted(call.latency_s for call in ranking.calls)
     # one at a time: queued, the last call would report about four times the first
     assert latencies[-1] < 2 * latencies[0]
+
+
+def test_the_limiter_never_leaks_a_slot_to_a_cancelled_waiter() -> None:
+    from llmrerank._concurrency import CancelToken, Limiter
+    from llmrerank.errors import CallCancelledError
+
+    limiter = Limiter(1)
+    limiter.acquire()
+    token = CancelToken(deadline=time.monotonic() + 0.1)
+    with pytest.raises(CallCancelledError):
+        limiter.acquire(token)  # waits, then gives up at the token's deadline
+
+    async def cancelled_waiter() -> None:
+        waiter = asyncio.ensure_future(limiter.aacquire())
+        await asyncio.sleep(0.01)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+
+    asyncio.run(cancelled_waiter())
+    limiter.release()
+    assert limiter.in_use == 0
+    limiter.acquire()  # the slot is free again
+    assert limiter.in_use == 1
+
+
+def test_two_rerankers_on_one_backend_share_the_smaller_limit() -> None:
+    backend = Scripted()
+    first, second = reranker(backend, max_concurrency=6), reranker(backend, max_concurrency=3)
+    assert first.driver.limiter is second.driver.limiter
+    assert first.driver.limiter.capacity == 3

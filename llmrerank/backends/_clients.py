@@ -1,19 +1,24 @@
 """SDK client plumbing shared by the wire-format backends: one sync client, one async
-client per event loop, SDK retries off (the driver's retry policy owns them)."""
+client per event loop, SDK retries off (the driver's retry policy owns them), and a total
+deadline of ``timeout_s`` on every attempt (``_deadline``), not only on each read."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
+from ..errors import BackendTimeoutError
+from ._deadline import async_http_client, sync_http_client
 from .base import Backend
 from .endpoint import Endpoint
 
 __all__ = ["SDKBackend", "SDKClients"]
+
+T = TypeVar("T")
 
 
 class SDKClients:
@@ -21,8 +26,17 @@ class SDKClients:
     event loops: an async client belongs to the loop that made it, so each running loop
     gets its own, closed when that loop's last user leaves (``release``)."""
 
-    def __init__(self, sync_class: Callable[..., Any], async_class: Callable[..., Any], **args: Any) -> None:
-        self._args = {**args, "max_retries": 0}
+    def __init__(
+        self,
+        sdk: Any,
+        sync_class: Callable[..., Any],
+        async_class: Callable[..., Any],
+        total_s: float,
+        **args: Any,
+    ) -> None:
+        self._sdk = sdk
+        self._total_s = total_s
+        self._args = {**args, "max_retries": 0, "timeout": total_s}
         self._async_class = async_class
         self._lock = threading.Lock()
         self._sync: Any = None
@@ -34,7 +48,8 @@ class SDKClients:
     def sync(self) -> Any:
         with self._lock:
             if self._sync is None:
-                self._sync = self._sync_class(**self._args)
+                http_client = sync_http_client(self._sdk, self._total_s)
+                self._sync = self._sync_class(**self._args, http_client=http_client)
                 weakref.finalize(self, self._sync.close)
             return self._sync
 
@@ -43,7 +58,8 @@ class SDKClients:
         with self._lock:
             client = self._async.get(loop)
             if client is None:
-                client = self._async[loop] = self._async_class(**self._args)
+                http_client = async_http_client(self._sdk, self._total_s)
+                client = self._async[loop] = self._async_class(**self._args, http_client=http_client)
             return client
 
     def enter(self) -> None:
@@ -84,16 +100,27 @@ class SDKBackend(Backend):
     def _connect(
         self,
         endpoint: Endpoint,
+        sdk: Any,
         sync_class: Callable[..., Any],
         async_class: Callable[..., Any],
         timeout_s: float,
     ) -> None:
+        """``timeout_s`` bounds each attempt as a whole: connecting, waiting and reading."""
         self.endpoint = endpoint
         self.provider = endpoint.provider
         self.timeout_s = timeout_s
         self.clients = SDKClients(
-            sync_class, async_class, api_key=endpoint.api_key, base_url=endpoint.base_url, timeout=timeout_s
+            sdk, sync_class, async_class, timeout_s, api_key=endpoint.api_key, base_url=endpoint.base_url
         )
+
+    async def _within_deadline(self, call: Awaitable[T]) -> T:
+        """The async path's exact bound on one attempt (the transport's bound is per chunk)."""
+        try:
+            return await asyncio.wait_for(call, self.timeout_s)
+        except asyncio.TimeoutError:
+            raise BackendTimeoutError(
+                f"{self.provider}: request timed out after {self.timeout_s}s", provider=self.provider
+            ) from None
 
     @property
     def base_url(self) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import UserError
 from ..types import Usage
 from ._clients import SDKBackend
-from ._errors import translate_sdk_error
+from ._errors import check_reply, sdk_errors
 from .base import BackendReply, BackendRequest
 from .endpoint import Endpoint
 
@@ -46,7 +46,7 @@ class AnthropicBackend(SDKBackend):
         self.model = model
         self.structured_output = structured_output
         endpoint = endpoint or Endpoint.for_api("anthropic", base_url=base_url, api_key=api_key)
-        self._connect(endpoint, anthropic.Anthropic, anthropic.AsyncAnthropic, timeout_s)
+        self._connect(endpoint, anthropic, anthropic.Anthropic, anthropic.AsyncAnthropic, timeout_s)
 
     def identity(self) -> dict[str, Any]:
         identity = super().identity()
@@ -82,6 +82,7 @@ class AnthropicBackend(SDKBackend):
         return args
 
     def _reply(self, message: Any) -> BackendReply:
+        check_reply(message, self._sdk.types.Message, self.provider)
         parts: list[str] = []
         for block in message.content:
             if block.type == "tool_use":
@@ -99,15 +100,12 @@ class AnthropicBackend(SDKBackend):
         )
 
     def complete(self, request: BackendRequest) -> BackendReply:
-        try:
+        with sdk_errors(self._sdk, self.provider):
             message = self.clients.sync.messages.create(**self._arguments(request))
-        except self._sdk.AnthropicError as exc:
-            raise translate_sdk_error(exc, self._sdk, self.provider) from exc
-        return self._reply(message)
+            return self._reply(message)
 
     async def acomplete(self, request: BackendRequest) -> BackendReply:
-        try:
-            message = await self.clients.for_running_loop().messages.create(**self._arguments(request))
-        except self._sdk.AnthropicError as exc:
-            raise translate_sdk_error(exc, self._sdk, self.provider) from exc
-        return self._reply(message)
+        with sdk_errors(self._sdk, self.provider):
+            client = self.clients.for_running_loop()
+            message = await self._within_deadline(client.messages.create(**self._arguments(request)))
+            return self._reply(message)

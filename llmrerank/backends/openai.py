@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import UserError
+from ..errors import MalformedReplyError, UserError
 from ..types import TokenLogprob, Usage
 from ._clients import SDKBackend
-from ._errors import translate_sdk_error
+from ._errors import check_reply, sdk_errors
 from .base import BackendReply, BackendRequest
 from .endpoint import Endpoint
 
@@ -50,7 +50,7 @@ class OpenAIBackend(SDKBackend):
         self.supports_logprobs = True if logprobs is None else logprobs
         self.extra_body = dict(extra_body or {})
         endpoint = endpoint or Endpoint.for_api("openai", base_url=base_url, api_key=api_key)
-        self._connect(endpoint, openai.OpenAI, openai.AsyncOpenAI, timeout_s)
+        self._connect(endpoint, openai, openai.OpenAI, openai.AsyncOpenAI, timeout_s)
 
     def identity(self) -> dict[str, Any]:
         identity = super().identity()
@@ -83,8 +83,9 @@ class OpenAIBackend(SDKBackend):
         return args
 
     def _reply(self, completion: Any) -> BackendReply:
+        check_reply(completion, self._sdk.types.chat.ChatCompletion, self.provider)
         if not completion.choices:
-            raise translate_sdk_error(ValueError("reply has no choices"), self._sdk, self.provider)
+            raise MalformedReplyError(f"{self.provider}: reply has no choices", provider=self.provider)
         choice = completion.choices[0]
         usage = completion.usage
         logprobs = None
@@ -99,7 +100,8 @@ class OpenAIBackend(SDKBackend):
                 for item in content
             )
         return BackendReply(
-            text=choice.message.content or "",
+            # a refusal has no content: its text is what a re-ask and a ParseError show
+            text=choice.message.content or getattr(choice.message, "refusal", None) or "",
             usage=Usage(
                 prompt_tokens=usage.prompt_tokens if usage else 0,
                 completion_tokens=usage.completion_tokens if usage else 0,
@@ -109,17 +111,14 @@ class OpenAIBackend(SDKBackend):
         )
 
     def complete(self, request: BackendRequest) -> BackendReply:
-        try:
+        with sdk_errors(self._sdk, self.provider):
             completion = self.clients.sync.chat.completions.create(**self._arguments(request))
-        except self._sdk.OpenAIError as exc:
-            raise translate_sdk_error(exc, self._sdk, self.provider) from exc
-        return self._reply(completion)
+            return self._reply(completion)
 
     async def acomplete(self, request: BackendRequest) -> BackendReply:
-        try:
-            completion = await self.clients.for_running_loop().chat.completions.create(
-                **self._arguments(request)
+        with sdk_errors(self._sdk, self.provider):
+            client = self.clients.for_running_loop()
+            completion = await self._within_deadline(
+                client.chat.completions.create(**self._arguments(request))
             )
-        except self._sdk.OpenAIError as exc:
-            raise translate_sdk_error(exc, self._sdk, self.provider) from exc
-        return self._reply(completion)
+            return self._reply(completion)

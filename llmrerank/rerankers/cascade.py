@@ -10,12 +10,12 @@ input order is kept and the ranking says ``degraded`` and why.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import os
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 
 from ..errors import LLMRerankError, StageTimeoutError, UserError
 from ..pricing import PriceTable
@@ -29,6 +29,7 @@ from ..types import (
     Usage,
     as_candidates,
 )
+from ._budget import run_with_budget
 from ._trace import TraceWriter
 from .protocol import Reranker
 from .routing import Router
@@ -200,14 +201,9 @@ class Cascade:
     def _run_stage_sync(self, stage: Stage, query: str, inputs: list[Candidate]) -> Ranking:
         if stage.timeout_s is None:
             return stage.reranker.rerank(query, inputs, top_k=stage.asked_top_k)
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-        future = pool.submit(stage.reranker.rerank, query, inputs, top_k=stage.asked_top_k)
-        try:
-            return future.result(timeout=stage.timeout_s)
-        except concurrent.futures.TimeoutError:
-            raise StageTimeoutError(f"timeout after {stage.timeout_s}s") from None
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+        return run_with_budget(
+            partial(stage.reranker.rerank, query, inputs, top_k=stage.asked_top_k), stage.timeout_s
+        )
 
     def rerank(self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None) -> Ranking:
         walk = self._walk(query, candidates, top_k)

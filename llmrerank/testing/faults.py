@@ -1,0 +1,229 @@
+"""A fault-injecting server speaking the OpenAI and Anthropic wire formats.
+
+``FaultServer(handler)`` answers like ``WireServer`` (a handler returns ``Reply``,
+``Fault`` or ``Hang``) and also with the failures real deployments see: a 200 whose body
+is not JSON (``RawBody``: an HTML page from a proxy, an empty body, a truncated reply), a
+connection reset part-way through the body (``ResetMidBody``), a body dripped one byte at
+a time (``Drip``) and a model refusal (``Refusal``). It counts requests and the most it
+ever had in flight, so tests can assert that nothing kept sending after an error and that
+concurrency limits hold.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Literal
+
+from .server import Fault, Hang, Reply, WireRequest, _error_body, _success_body
+
+__all__ = ["Drip", "FaultServer", "RawBody", "Refusal", "ResetMidBody"]
+
+
+@dataclass(frozen=True)
+class RawBody:
+    """Send exactly ``body`` with this status and content type (not necessarily JSON)."""
+
+    body: bytes
+    status: int = 200
+    content_type: str = "application/json"
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ResetMidBody:
+    """Announce a whole valid reply, send ``fraction`` of it, then reset the connection."""
+
+    reply: Reply = field(default_factory=lambda: Reply('{"grade": 3}'))
+    fraction: float = 0.5
+
+
+@dataclass(frozen=True)
+class Drip:
+    """A valid 200 reply sent one byte every ``interval_s`` seconds."""
+
+    reply: Reply = field(default_factory=lambda: Reply('{"grade": 3}'))
+    interval_s: float = 0.5
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The model declines: OpenAI's ``refusal`` field, or Anthropic text that is not JSON."""
+
+    text: str = "I can't help with that request."
+
+
+FaultResponse = Reply | Fault | Hang | RawBody | ResetMidBody | Drip | Refusal
+FaultHandler = Callable[[WireRequest], FaultResponse]
+
+
+def _refusal_body(request: WireRequest, refusal: Refusal) -> dict[str, Any]:
+    if request.api == "anthropic":
+        return _success_body(
+            WireRequest(api="anthropic", body={**request.body, "tool_choice": None}, headers={}),
+            Reply(refusal.text),
+        )
+    body = _success_body(request, Reply(""))
+    body["choices"][0]["message"] = {"role": "assistant", "content": None, "refusal": refusal.text}
+    return body
+
+
+class FaultServer:
+    """``with FaultServer(handler) as server:`` then point an SDK at ``server.openai_base_url``
+    or ``server.anthropic_base_url``. ``requests`` lists what arrived (``arrivals``: when);
+    ``max_in_flight`` is the largest number of requests it was answering at once."""
+
+    def __init__(self, handler: FaultHandler) -> None:
+        self.handler = handler
+        self.requests: list[WireRequest] = []
+        self.arrivals: list[float] = []  # time.monotonic() of each request
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._httpd: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        if self._httpd is None:
+            raise RuntimeError("FaultServer is not started")
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        return self.url + "/v1"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        return self.url
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return len(self.requests)
+
+    def _arrived(self, request: WireRequest) -> None:
+        with self._lock:
+            self.requests.append(request)
+            self.arrivals.append(time.monotonic())
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def _left(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+    def start(self) -> FaultServer:
+        handler_class = _make_handler(self)
+
+        class _Server(ThreadingHTTPServer):
+            daemon_threads = True
+            block_on_close = False
+            request_queue_size = 256
+
+        self._httpd = _Server(("127.0.0.1", 0), handler_class)
+        threading.Thread(
+            target=self._httpd.serve_forever, args=(0.05,), name="fault-server", daemon=True
+        ).start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self) -> FaultServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
+    class _Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _head(self, status: int, length: int, content_type: str, headers: Mapping[str, str]) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(length))
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.flush()
+
+        def _send(self, status: int, body: bytes, content_type: str, headers: Mapping[str, str] = {}) -> None:
+            self._head(status, len(body), content_type, headers)
+            self.wfile.write(body)
+
+        def _reset(self) -> None:
+            # SO_LINGER 0: close sends a TCP RST instead of an orderly FIN
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+
+        def do_POST(self) -> None:
+            raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            path = self.path.split("?")[0].rstrip("/")
+            api: Literal["openai", "anthropic"] = (
+                "openai" if path.endswith("/chat/completions") else "anthropic"
+            )
+            request = WireRequest(
+                api=api,
+                body=json.loads(raw or b"{}"),
+                headers={k.lower(): v for k, v in self.headers.items()},
+            )
+            server._arrived(request)
+            try:
+                self._answer(request, server.handler(request))
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
+            finally:
+                server._left()
+
+        def _answer(self, request: WireRequest, response: FaultResponse) -> None:
+            if isinstance(response, Hang):
+                if server._stopping.wait(response.seconds):
+                    return
+                response = response.then
+            if isinstance(response, Fault):
+                time.sleep(response.delay_s)
+                body = json.dumps(_error_body(request.api, response.status, response.message)).encode()
+                self._send(response.status, body, "application/json", response.headers)
+            elif isinstance(response, RawBody):
+                self._send(response.status, response.body, response.content_type, response.headers)
+            elif isinstance(response, Refusal):
+                self._send(200, json.dumps(_refusal_body(request, response)).encode(), "application/json")
+            elif isinstance(response, ResetMidBody):
+                body = json.dumps(_success_body(request, response.reply)).encode()
+                self._head(200, len(body), "application/json", {})
+                self.wfile.write(body[: int(len(body) * response.fraction)])
+                self.wfile.flush()
+                self._reset()
+            elif isinstance(response, Drip):
+                body = json.dumps(_success_body(request, response.reply)).encode()
+                self._head(200, len(body), "application/json", {})
+                for index in range(len(body)):
+                    if server._stopping.wait(response.interval_s):
+                        return
+                    self.wfile.write(body[index : index + 1])
+                    self.wfile.flush()
+            else:
+                self._send(200, json.dumps(_success_body(request, response)).encode(), "application/json")
+
+    return _Handler
