@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -27,9 +28,12 @@ def eval_group() -> None:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Default evals/runs/<name>.")
 @click.option("--dry-run", is_flag=True, help="Print LLM calls, tokens and cost; call nothing.")
 @click.option("--max-cost", type=float, help="Stop cleanly once this many USD are spent.")
-def run_command(config: str, out_dir: str | None, dry_run: bool, max_cost: float | None) -> None:
+@click.option("--batch", is_flag=True, help="Send LLM calls through the provider's batch API.")
+def run_command(config: str, out_dir: str | None, dry_run: bool, max_cost: float | None, batch: bool) -> None:
     """Run an experiment config; writes one results JSON per dataset × pipeline × repeat."""
     experiment = load_experiment(config)
+    if batch and not experiment.batch:
+        experiment = dataclasses.replace(experiment, batch=True)
     if dry_run:
         total = 0.0
         for row in estimate(experiment):
@@ -48,6 +52,7 @@ def run_command(config: str, out_dir: str | None, dry_run: bool, max_cost: float
             metrics = "  ".join(f"{k} {v:.4f}" for k, v in data["metrics"].items())
             click.echo(
                 f"{data['dataset']:<10} {data['pipeline']['name']:<36} {metrics}  calls {data['calls']}"
+                + (f"  batch rounds {data['batch']['rounds']}" if "batch" in data else "")
             )
     except BudgetError as exc:
         click.echo(f"stopped: {exc}", err=True)

@@ -23,6 +23,7 @@ from ..errors import BudgetError, UserError
 from ..pricing import PriceTable
 from ..rerankers.protocol import Reranker
 from ..types import Ranking
+from .batch import run_batch_mode
 from .datasets import GoldenSet, load_dataset
 from .metrics import DEFAULT_METRICS, evaluate
 from .pipelines import PipelineSpec, expand_pipelines
@@ -48,6 +49,8 @@ class Experiment:
     repeats: int = 1
     cache_dir: str | None = None
     source: str = ""
+    # provider batch mode: true or a mapping of evaluation.batch.BatchOptions fields
+    batch: Any = None
 
 
 def load_experiment(path: str | Path) -> Experiment:
@@ -71,6 +74,7 @@ def load_experiment(path: str | Path) -> Experiment:
         repeats=int(raw.get("repeats", 1)),
         cache_dir=raw.get("cache_dir"),
         source=str(file),
+        batch=raw.get("batch"),
     )
 
 
@@ -222,6 +226,7 @@ def run_experiment(
                 result = RunResult({"dataset": golden.name, "pipeline": spec.to_dict(), "repeat": repeat})
                 checkpoint = out / (result.path_name.removesuffix(".json") + ".partial.jsonl")
                 done = _read_checkpoint(checkpoint)
+                batch_summary = run_batch_mode(experiment.batch, reranker, golden, done, checkpoint, prices)
                 bar = _progress(len(golden.queries), f"{golden.name} {spec.name}") if progress else None
                 with checkpoint.open("a", encoding="utf-8") as sink:
                     for query in golden.queries:
@@ -246,6 +251,8 @@ def run_experiment(
                 if bar is not None:
                     bar.close()
                 result.data.update(_summarise(experiment, golden, done, prices))
+                if batch_summary is not None:
+                    result.data["batch"] = batch_summary
                 (out / result.path_name).write_text(json.dumps(result.data, indent=1) + "\n")
                 checkpoint.unlink()
                 yield result
