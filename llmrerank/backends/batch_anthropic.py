@@ -15,12 +15,14 @@ __all__ = ["AnthropicBatchClient"]
 
 
 class AnthropicBatchClient(BatchClient):
+    backend: AnthropicBackend
+
     def __init__(self, backend: AnthropicBackend) -> None:
         self.backend = backend
         self._sdk = backend._sdk
 
     def _params(self, item: BatchItem) -> dict[str, Any]:
-        params = self.backend._arguments(item.request)
+        params: dict[str, Any] = self.backend._arguments(item.request)
         params.update(params.pop("extra_body", {}))
         return params
 

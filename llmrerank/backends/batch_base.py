@@ -74,6 +74,4 @@ def batch_client_for(backend: Backend) -> BatchClient:
         from .batch_anthropic import AnthropicBatchClient
 
         return AnthropicBatchClient(backend)
-    raise UserError(
-        f"{backend!r} has no batch API; batch mode needs an openai:, anthropic: or sim: model"
-    )
+    raise UserError(f"{backend!r} has no batch API; batch mode needs an openai:, anthropic: or sim: model")

@@ -19,6 +19,8 @@ _FINISHED = ("completed", "failed", "expired", "cancelled")
 
 
 class OpenAIBatchClient(BatchClient):
+    backend: OpenAIBackend
+
     def __init__(self, backend: OpenAIBackend) -> None:
         self.backend = backend
         self._sdk = backend._sdk

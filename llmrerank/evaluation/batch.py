@@ -112,7 +112,8 @@ class _Lockstep:
 
     def _start_round(self, job: _Job, requests: Sequence[LLMRequest]) -> None:
         """Answer what the cache can; the misses become asks. A fully cached round moves on."""
-        assert job.llm is not None and job.plan is not None
+        assert job.llm is not None
+        assert job.plan is not None
         while True:
             job.answers = [None] * len(requests)
             job.asks = []
@@ -133,7 +134,8 @@ class _Lockstep:
 
     def _finish_round(self, job: _Job) -> Sequence[LLMRequest] | None:
         """Send the round's answers to the plan: its next requests, or None when it ended."""
-        assert job.llm is not None and job.plan is not None
+        assert job.llm is not None
+        assert job.plan is not None
         answers = [replace(a, record=replace(a.record, round=job.plan_round)) for a in job.answers if a]
         job.calls += [a.record for a in answers]
         job.plan_round += 1
@@ -172,9 +174,12 @@ class _Lockstep:
     # -- all queries ----------------------------------------------------------------------
     def _resume(self) -> None:
         for batch_id in self.state.pending:
-            wait_for_batch(self.client, batch_id, self.options, self.driver.retry)
-            self.ready.update(with_retries(self.driver.retry, lambda b=batch_id: self.client.results(b)))
-            logger.info("resumed batch %s", batch_id)
+            logger.info("resuming batch %s", batch_id)
+            self._collect(batch_id)
+
+    def _collect(self, batch_id: str) -> None:
+        wait_for_batch(self.client, batch_id, self.options, self.driver.retry)
+        self.ready.update(with_retries(self.driver.retry, lambda: self.client.results(batch_id)))
 
     def _round(self, asks: list[_Ask]) -> None:
         by_id: dict[str, list[_Ask]] = {}
@@ -186,8 +191,7 @@ class _Lockstep:
             batch_id = with_retries(self.driver.retry, lambda: self.client.submit(missing))
             self.state.submitted(batch_id)
             logger.info("batch round %d: %d requests in %s", self.state.rounds, len(missing), batch_id)
-            wait_for_batch(self.client, batch_id, self.options, self.driver.retry)
-            self.ready.update(with_retries(self.driver.retry, lambda: self.client.results(batch_id)))
+            self._collect(batch_id)
             consumed.append(batch_id)
         for cid, group in by_id.items():
             outcome = self.ready.pop(cid, BatchFailure("missing", "no result for this request"))
@@ -241,7 +245,12 @@ def run_in_batches(
             return {"rounds": 0}
         engine = _Lockstep(reranker, options, state)
         jobs = [_Job(q, reranker._walk(q.query, q.candidates, None)) for q in todo]
-        engine.run(jobs, lambda job: finished(job.query, job.ranking, job.started))
+
+        def job_done(job: _Job) -> None:
+            assert job.ranking is not None
+            finished(job.query, job.ranking, job.started)
+
+        engine.run(jobs, job_done)
     rounds = state.rounds
     state.finish()
     return {"rounds": rounds, "provider": engine.client.provider}

@@ -69,6 +69,13 @@ class BatchWireServer(WireServer):
         self.submitted: list[tuple[str, str]] = []
         self._batch_lock = threading.Lock()
 
+    def start(self) -> BatchWireServer:
+        super().start()
+        return self
+
+    def __enter__(self) -> BatchWireServer:
+        return self.start()
+
     # -- processing ---------------------------------------------------------------------
     def _answer(self, api: Api, body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
         """(status, body) for one request, or None when it expired."""
@@ -100,7 +107,9 @@ class BatchWireServer(WireServer):
             elif answer is None:
                 batch.expired += 1
                 error = {"code": "batch_expired", "message": "not processed in the window"}
-                batch.errors.append({"id": uuid.uuid4().hex, "custom_id": custom_id, "response": None, "error": error})
+                batch.errors.append(
+                    {"id": uuid.uuid4().hex, "custom_id": custom_id, "response": None, "error": error}
+                )
             else:
                 line = {
                     "id": f"batch_req_{uuid.uuid4().hex[:16]}",

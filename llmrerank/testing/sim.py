@@ -17,8 +17,8 @@ from ..backends.endpoint import Endpoint
 from ..backends.openai import OpenAIBackend
 from ..errors import UserError
 from ..settings import TREC_FILES, asset
-from .judge import SimulatedJudge
 from .batch_server import BatchWireServer
+from .judge import SimulatedJudge
 from .server import WireServer
 
 __all__ = ["judge_endpoint", "simulated_backend"]
