@@ -29,11 +29,25 @@ def eval_group() -> None:
 @click.option("--dry-run", is_flag=True, help="Print LLM calls, tokens and cost; call nothing.")
 @click.option("--max-cost", type=float, help="Stop cleanly once this many USD are spent.")
 @click.option("--batch", is_flag=True, help="Send LLM calls through the provider's batch API.")
-def run_command(config: str, out_dir: str | None, dry_run: bool, max_cost: float | None, batch: bool) -> None:
+@click.option("--executor", type=click.Choice(["local", "ray"]), help="Where queries run (default local).")
+@click.option("--address", help="With --executor ray: the cluster to join (e.g. auto); default a local Ray.")
+def run_command(
+    config: str,
+    out_dir: str | None,
+    dry_run: bool,
+    max_cost: float | None,
+    batch: bool,
+    executor: str | None,
+    address: str | None,
+) -> None:
     """Run an experiment config; writes one results JSON per dataset × pipeline × repeat."""
     experiment = load_experiment(config)
     if batch and not experiment.batch:
         experiment = dataclasses.replace(experiment, batch=True)
+    if executor == "local" or (executor == "ray" and address is None):
+        experiment = dataclasses.replace(experiment, executor=executor)
+    elif executor == "ray":
+        experiment = dataclasses.replace(experiment, executor={"address": address})
     if dry_run:
         total = 0.0
         for row in estimate(experiment):

@@ -26,6 +26,7 @@ from ..types import Ranking
 from .batch import run_batch_mode
 from .datasets import GoldenSet, load_dataset
 from .metrics import DEFAULT_METRICS, evaluate
+from .ray_executor import run_ray_mode
 from .pipelines import PipelineSpec, expand_pipelines
 
 __all__ = ["Experiment", "RunResult", "estimate", "load_experiment", "run_experiment"]
@@ -51,6 +52,8 @@ class Experiment:
     source: str = ""
     # provider batch mode: true or a mapping of evaluation.batch.BatchOptions fields
     batch: Any = None
+    # "local" (None), "ray", or a mapping of evaluation.ray_executor.RayOptions fields
+    executor: Any = None
 
 
 def load_experiment(path: str | Path) -> Experiment:
@@ -75,6 +78,7 @@ def load_experiment(path: str | Path) -> Experiment:
         cache_dir=raw.get("cache_dir"),
         source=str(file),
         batch=raw.get("batch"),
+        executor=raw.get("executor"),
     )
 
 
@@ -227,6 +231,7 @@ def run_experiment(
                 checkpoint = out / (result.path_name.removesuffix(".json") + ".partial.jsonl")
                 done = _read_checkpoint(checkpoint)
                 batch_summary = run_batch_mode(experiment.batch, reranker, golden, done, checkpoint, prices)
+                run_ray_mode(experiment.executor, spec, golden, done, checkpoint, experiment.cache_dir)
                 bar = _progress(len(golden.queries), f"{golden.name} {spec.name}") if progress else None
                 with checkpoint.open("a", encoding="utf-8") as sink:
                     for query in golden.queries:
