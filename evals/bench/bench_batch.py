@@ -111,7 +111,12 @@ def main() -> None:
     parser.add_argument("--turnaround", type=float, default=0.5)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "batch.json"))
     args, _ = parser.parse_known_args()
-    rows = [row for dataset in ("dl19", "dl20") for batch in (False, True) for row in run_mode(dataset, args, batch)]
+    rows = [
+        row
+        for dataset in ("dl19", "dl20")
+        for batch in (False, True)
+        for row in run_mode(dataset, args, batch)
+    ]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(

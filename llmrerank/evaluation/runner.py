@@ -26,8 +26,8 @@ from ..types import Ranking
 from .batch import run_batch_mode
 from .datasets import GoldenSet, load_dataset
 from .metrics import DEFAULT_METRICS, evaluate
-from .ray_executor import run_ray_mode
 from .pipelines import PipelineSpec, expand_pipelines
+from .ray_executor import run_ray_mode
 
 __all__ = ["Experiment", "RunResult", "estimate", "load_experiment", "run_experiment"]
 
