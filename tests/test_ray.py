@@ -4,6 +4,8 @@ executor, one cluster-wide LLM limit, and offline reranking of a JSONL file."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -105,3 +107,35 @@ def test_rerank_dataset_reads_and_writes_jsonl(local_ray: Any, tmp_path: Path) -
     ]
     top = {r["qid"]: json.loads(r["ranking"])[0][0] for r in written}
     assert top == {"q1": "b", "q2": "c"}
+
+
+def test_llm_calls_share_one_cluster_wide_limit(local_ray: Any) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from llmrerank.backends import BackendRequest
+    from llmrerank.evaluation.ray_executor import ConcurrencyLimit, _ClusterLimited
+    from llmrerank.testing import FunctionBackend
+
+    in_flight = peak = 0
+    lock = threading.Lock()
+
+    def slow(_: BackendRequest) -> str:
+        nonlocal in_flight, peak
+        with lock:
+            in_flight += 1
+            peak = max(peak, in_flight)
+        time.sleep(0.05)
+        with lock:
+            in_flight -= 1
+        return "{}"
+
+    limit = ray.remote(ConcurrencyLimit).remote(2)
+    inner = FunctionBackend(slow)
+    limited = [_ClusterLimited(inner, limit) for _ in range(3)]  # three "workers", one limit
+    assert limited[0].identity() == inner.identity()  # the same cache keys as without Ray
+    request = BackendRequest(messages=[{"role": "user", "content": "hi"}])
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(lambda i: limited[i % 3].complete(request), range(12)))
+    assert peak == 2
+    assert ray.get(limit.stats.remote()) == {"peak": 2, "held": 0}
+    ray.kill(limit)

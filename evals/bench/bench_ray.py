@@ -4,7 +4,8 @@ The first ``--queries`` TREC DL 2019 queries, BM25 top-``--depth``, reranked by 
 offline cross-encoder (a local stage, no LLM) through ``run_on_ray`` on a local Ray
 started with ``num_cpus=2`` (this machine). Reported: wall time including actor start and
 model load, queries per second over that wall time, and the summed in-actor rerank time
-(the part that scales with actors). Ratios only mean something within one run.
+(the part that scales with actors), and the machine's load average. Ratios only mean
+something within one run, on an otherwise idle machine.
 
     python evals/bench/bench_ray.py [--queries 24] [--depth 50]
 """
@@ -67,6 +68,8 @@ def main() -> None:
         "args": vars(args),
         "machine": platform.platform(),
         "cpus": os.cpu_count(),
+        # other processes' load matters on a shared machine: read the ratios with it
+        "load_average_1m_after": round(os.getloadavg()[0], 1),
         "ray": ray.__version__,
         "rows": rows,
         "speedup_2_vs_1": round(rows[0]["wall_s"] / rows[1]["wall_s"], 2),

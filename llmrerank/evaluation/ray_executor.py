@@ -189,11 +189,12 @@ def ray_session(options: RayOptions) -> Iterator[Any]:
 
 
 def _map(dataset: Any, spec: PipelineSpec, cache_dir: str | None, options: RayOptions) -> Any:
+    ray = ray_module()
     return dataset.map_batches(
         PipelineWorker,
         fn_constructor_args=(spec, cache_dir),
         batch_size=options.batch_size,
-        concurrency=options.workers,
+        compute=ray.data.ActorPoolStrategy(size=options.workers),
         num_gpus=options.num_gpus or None,
         batch_format="numpy",
     )

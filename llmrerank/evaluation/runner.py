@@ -187,7 +187,7 @@ def estimate(
                 calls += n_calls
                 tokens += int(n_calls * (250 + 1.4 * words * min(per_call_passages, n)))
             provider, _, model = spec.llm.partition(":")
-            cost = prices.cost(model, tokens, calls * 30) * experiment.repeats
+            cost = prices.cost(model, tokens, calls * 30, batch=bool(experiment.batch)) * experiment.repeats
             rows.append(
                 {
                     "dataset": golden.name,
