@@ -12,7 +12,14 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-BENCHMARKS = ["bench_overhead.py", "bench_strategies.py", "bench_local_stages.py", "bench_local_llm.py"]
+BENCHMARKS = [
+    "bench_overhead.py",
+    "bench_strategies.py",
+    "bench_local_stages.py",
+    "bench_local_llm.py",
+    "bench_batch.py",
+    "bench_ray.py",
+]
 
 
 def main() -> int:
