@@ -30,6 +30,9 @@ class _Price(BaseModel):
 
     input: float = Field(ge=0)
     output: float = Field(ge=0)
+    # the provider batch API's prices; absent: batches cost the list price
+    batch_input: float | None = Field(default=None, ge=0)
+    batch_output: float | None = Field(default=None, ge=0)
 
 
 class _Table(BaseModel):
@@ -54,12 +57,19 @@ class PriceTable:
     def known(self, model: str) -> bool:
         return model in self.models
 
-    def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
+    def cost(self, model: str, prompt_tokens: int, completion_tokens: int, *, batch: bool = False) -> float:
+        """USD for these tokens; ``batch``: at the provider batch API's price where the table has one."""
         price = self.models.get(model)
         if price is None:
             return 0.0
-        return (prompt_tokens * price.input + completion_tokens * price.output) / 1e6
+        per_input, per_output = price.input, price.output
+        if batch:
+            per_input = price.batch_input if price.batch_input is not None else per_input
+            per_output = price.batch_output if price.batch_output is not None else per_output
+        return (prompt_tokens * per_input + completion_tokens * per_output) / 1e6
 
-    def cost_of(self, calls: Iterable[CallRecord]) -> float:
+    def cost_of(self, calls: Iterable[CallRecord], *, batch: bool = False) -> float:
         """What these calls cost; cache hits carry zero tokens, so they cost nothing."""
-        return sum(self.cost(c.model, c.usage.prompt_tokens, c.usage.completion_tokens) for c in calls)
+        return sum(
+            self.cost(c.model, c.usage.prompt_tokens, c.usage.completion_tokens, batch=batch) for c in calls
+        )

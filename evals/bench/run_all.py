@@ -18,6 +18,8 @@ BENCHMARKS = [
     "bench_local_stages.py",
     "bench_local_llm.py",
     "bench_serve.py",
+    "bench_batch.py",
+    "bench_ray.py",
 ]
 
 

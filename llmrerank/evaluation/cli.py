@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Callable
@@ -53,11 +54,27 @@ def eval_group() -> None:
     show_default=True,
     help="Seconds between progress lines on stderr when not on a terminal (a bar on a terminal).",
 )
+@click.option("--batch", is_flag=True, help="Send LLM calls through the provider's batch API.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), help="Where queries run (default local).")
+@click.option("--address", help="With --executor ray: the cluster to join (e.g. auto); default a local Ray.")
 def run_command(
-    config: str, out_dir: str | None, dry_run: bool, max_cost: float | None, progress_every: float
+    config: str,
+    out_dir: str | None,
+    dry_run: bool,
+    max_cost: float | None,
+    progress_every: float,
+    batch: bool,
+    executor: str | None,
+    address: str | None,
 ) -> None:
     """Run an experiment config; writes one results JSON per dataset × pipeline × repeat."""
     experiment = load_experiment(config)
+    if batch and not experiment.batch:
+        experiment = dataclasses.replace(experiment, batch=True)
+    if executor == "local" or (executor == "ray" and address is None):
+        experiment = dataclasses.replace(experiment, executor=executor)
+    elif executor == "ray":
+        experiment = dataclasses.replace(experiment, executor={"address": address})
     if dry_run:
         total = 0.0
         for row in estimate(experiment):
@@ -81,6 +98,7 @@ def run_command(
             metrics = "  ".join(f"{k} {v:.4f}" for k, v in data["metrics"].items())
             click.echo(
                 f"{data['dataset']:<10} {data['pipeline']['name']:<36} {metrics}  calls {data['calls']}"
+                + (f"  batch rounds {data['batch']['rounds']}" if "batch" in data else "")
             )
     except BudgetError as exc:
         click.echo(f"stopped: {exc}", err=True)

@@ -72,7 +72,7 @@ def estimate(experiment: Experiment) -> list[dict[str, Any]]:
                 calls += query_calls
                 tokens += query_tokens
             provider, _, model = str(spec.llm).partition(":")
-            cost = prices.cost(model, tokens, calls * 30) * experiment.repeats
+            cost = prices.cost(model, tokens, calls * 30, batch=bool(experiment.batch)) * experiment.repeats
             rows.append(
                 {
                     "dataset": golden.name,

@@ -23,11 +23,13 @@ from ..errors import BudgetError, UserError
 from ..pricing import PriceTable
 from ..rerankers.protocol import Reranker
 from ..types import Ranking
+from .batch import run_batch_mode
 from .datasets import GoldenSet, load_dataset
 from .estimate import estimate, query_bound
 from .metrics import DEFAULT_METRICS, evaluate
 from .pipelines import PipelineSpec, expand_pipelines
 from .progress import Progress
+from .ray_executor import run_ray_mode
 
 __all__ = ["Experiment", "RunResult", "estimate", "load_experiment", "run_experiment"]
 
@@ -50,6 +52,10 @@ class Experiment:
     repeats: int = 1
     cache_dir: str | None = None
     source: str = ""
+    # provider batch mode: true or a mapping of evaluation.batch.BatchOptions fields
+    batch: Any = None
+    # "local" (None), "ray", or a mapping of evaluation.ray_executor.RayOptions fields
+    executor: Any = None
 
 
 def load_experiment(path: str | Path) -> Experiment:
@@ -73,6 +79,8 @@ def load_experiment(path: str | Path) -> Experiment:
         repeats=int(raw.get("repeats", 1)),
         cache_dir=raw.get("cache_dir"),
         source=str(file),
+        batch=raw.get("batch"),
+        executor=raw.get("executor"),
     )
 
 
@@ -178,6 +186,8 @@ def run_experiment(
                 result = RunResult({"dataset": golden.name, "pipeline": spec.to_dict(), "repeat": repeat})
                 checkpoint = out / (result.path_name.removesuffix(".json") + ".partial.jsonl")
                 done = _read_checkpoint(checkpoint)
+                batch_summary = run_batch_mode(experiment.batch, reranker, golden, done, checkpoint, prices)
+                run_ray_mode(experiment.executor, spec, golden, done, checkpoint, experiment.cache_dir)
                 if tracker is not None:
                     tracker.start_run(f"{golden.name} {spec.name}", len(golden.queries))
                 with checkpoint.open("a", encoding="utf-8") as sink:
@@ -208,6 +218,8 @@ def run_experiment(
                 if tracker is not None:
                     tracker.finish_run()
                 result.data.update(_summarise(experiment, golden, done, prices))
+                if batch_summary is not None:
+                    result.data["batch"] = batch_summary
                 (out / result.path_name).write_text(json.dumps(result.data, indent=1) + "\n")
                 checkpoint.unlink()
                 yield result

@@ -259,6 +259,11 @@ class WireServer:
     def anthropic_base_url(self) -> str:
         return self.url
 
+    def route(self, method: str, path: str, headers: Any, raw: bytes) -> tuple[int, bytes, str] | None:
+        """A hook for subclasses that serve more endpoints: (status, body, content type),
+        or None to fall through to the chat endpoints."""
+        return None
+
     def start(self) -> WireServer:
         server = self
 
@@ -275,16 +280,28 @@ class WireServer:
                 pass
 
             def _send(self, status: int, body: dict[str, Any], headers: Mapping[str, str] = {}) -> None:
-                data = json.dumps(body).encode()
+                self._send_bytes(status, json.dumps(body).encode(), "application/json", headers)
+
+            def _send_bytes(
+                self, status: int, data: bytes, content_type: str, headers: Mapping[str, str] = {}
+            ) -> None:
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 for name, value in headers.items():
                     self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _extra(self, raw: bytes) -> bool:
+                routed = server.route(self.command, self.path.split("?")[0].rstrip("/"), self.headers, raw)
+                if routed is not None:
+                    self._send_bytes(*routed)
+                return routed is not None
+
             def do_GET(self) -> None:
+                if self._extra(b""):
+                    return
                 if self.path.rstrip("/") in ("/health", "/v1/health"):
                     self._send(200, {"status": "ok"})
                 else:
@@ -293,6 +310,8 @@ class WireServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 raw = self.rfile.read(length)
+                if self._extra(raw):
+                    return
                 path = self.path.split("?")[0].rstrip("/")
                 if path.endswith("/chat/completions"):
                     api: Literal["openai", "anthropic"] = "openai"

@@ -17,6 +17,7 @@ from ..backends.endpoint import Endpoint
 from ..backends.openai import OpenAIBackend
 from ..errors import UserError
 from ..settings import TREC_FILES, asset
+from .batch_server import BatchWireServer
 from .judge import SimulatedJudge
 from .server import WireServer
 
@@ -34,7 +35,7 @@ def _server(dataset: str, error_rate: float, delay_s: float) -> WireServer:
                 raise UserError(f"sim: knows {sorted(TREC_FILES)}, not {dataset!r}")
             candidates, qrels = (asset(p) for p in TREC_FILES[dataset])
             judge = SimulatedJudge.from_trec(candidates, qrels, error_rate=error_rate)
-            _servers[key] = WireServer(judge, delay_s=delay_s).start()
+            _servers[key] = BatchWireServer(judge, delay_s=delay_s).start()
         return _servers[key]
 
 

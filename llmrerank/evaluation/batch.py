@@ -1,0 +1,272 @@
+"""Batch mode: every query's plan steps in lockstep, and each round's cache misses, across
+all queries, go to the provider's batch API as one batch.
+
+A query walks its pipeline as online (``Cascade``: local stages run in place); at the LLM
+stage its strategy's plan yields a round of requests. Cache hits are answered at once;
+misses become one conversation each (the driver's own exchange: request → reply → parse
+→ bounded re-ask), whose next message joins the next batch. A request that comes back
+expired or errored is submitted again in the next round, up to ``max_attempts``; past that
+its query keeps the earlier order and says so (``degraded``), as online. Answers land in
+the response cache, so a re-run is free and a killed run resumes from the cache plus the
+batches listed in its state file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ..backends.base import BackendReply, BackendRequest
+from ..backends.batch_base import BatchClient, BatchFailure, BatchItem, batch_client_for
+from ..driver import Driver
+from ..errors import BackendError, LLMRerankError
+from ..pricing import PriceTable
+from ..rerankers.cascade import Cascade, Stage
+from ..rerankers.llm import LLMReranker
+from ..rerankers.protocol import Reranker
+from ..strategies.plan import Answer, LLMRequest, Plan
+from ..types import CallRecord, Candidate, Ranking
+from .batch_state import BatchOptions, BatchState, wait_for_batch, with_retries
+from .datasets import EvalQuery, GoldenSet
+
+__all__ = ["BatchOptions", "run_batch_mode", "run_in_batches"]
+
+logger = logging.getLogger("llmrerank")
+
+
+@dataclass(eq=False)
+class _Ask:
+    """One outstanding request of a query: its conversation and the message to send next."""
+
+    job: _Job
+    index: int
+    exchange: Generator[BackendRequest, BackendReply, Answer]
+    outgoing: BackendRequest
+    attempts: list[int]
+    failures: int = 0
+
+
+@dataclass(eq=False)
+class _Job:
+    query: EvalQuery
+    walk: Generator[tuple[Stage, list[Candidate]], Ranking, Ranking]
+    started: float = field(default_factory=time.perf_counter)
+    llm: LLMReranker | None = None
+    inputs: list[Candidate] = field(default_factory=list)
+    plan: Plan | None = None
+    answers: list[Answer | None] = field(default_factory=list)
+    plan_round: int = 0
+    calls: list[CallRecord] = field(default_factory=list)
+    asks: list[_Ask] = field(default_factory=list)
+    ranking: Ranking | None = None
+
+
+def _custom_id(client: BatchClient, request: BackendRequest) -> str:
+    material = {"backend": client.backend.identity(), "request": asdict(request)}
+    return hashlib.sha256(json.dumps(material, sort_keys=True, default=list).encode()).hexdigest()[:40]
+
+
+class _Lockstep:
+    def __init__(self, reranker: Cascade, options: BatchOptions, state: BatchState) -> None:
+        llm_stages = [s.reranker for s in reranker.stages if isinstance(s.reranker, LLMReranker)]
+        self.driver: Driver = llm_stages[0].driver
+        self.client = batch_client_for(self.driver.backend)
+        self.reranker = reranker
+        self.options = options
+        self.state = state
+        self.ready: dict[str, BackendReply | BatchFailure] = {}
+
+    # -- one query ------------------------------------------------------------------------
+    def _advance_walk(self, job: _Job, sent: Ranking | LLMRerankError | None) -> None:
+        """Run the cascade (local stages in place) until its LLM stage or its end."""
+        try:
+            while True:
+                if sent is None:
+                    stage, inputs = next(job.walk)
+                elif isinstance(sent, LLMRerankError):
+                    stage, inputs = job.walk.throw(sent)
+                else:
+                    stage, inputs = job.walk.send(sent)
+                if isinstance(stage.reranker, LLMReranker):
+                    try:
+                        context = stage.reranker._context(job.query.query, inputs, stage.asked_top_k)
+                    except LLMRerankError as exc:
+                        sent = exc
+                        continue
+                    job.llm, job.inputs, job.calls, job.plan_round = stage.reranker, inputs, [], 0
+                    job.plan = stage.reranker.strategy.plan(context)
+                    self._start_round(job, next(job.plan))
+                    return
+                try:
+                    sent = self.reranker._run_stage_sync(stage, job.query.query, inputs)
+                except LLMRerankError as exc:
+                    sent = exc
+        except StopIteration as done:
+            job.ranking = done.value
+
+    def _start_round(self, job: _Job, requests: Sequence[LLMRequest]) -> None:
+        """Answer what the cache can; the misses become asks. A fully cached round moves on."""
+        assert job.llm is not None
+        assert job.plan is not None
+        while True:
+            job.answers = [None] * len(requests)
+            job.asks = []
+            for index, request in enumerate(requests):
+                key, hit = job.llm.driver._lookup(request)
+                if hit is not None:
+                    job.answers[index] = hit
+                    continue
+                attempts = [0]
+                exchange = job.llm.driver._exchange(request, key, time.perf_counter(), attempts)
+                job.asks.append(_Ask(job, index, exchange, next(exchange), attempts))
+            if job.asks:
+                return
+            next_requests = self._finish_round(job)
+            if next_requests is None:
+                return
+            requests = next_requests
+
+    def _finish_round(self, job: _Job) -> Sequence[LLMRequest] | None:
+        """Send the round's answers to the plan: its next requests, or None when it ended."""
+        assert job.llm is not None
+        assert job.plan is not None
+        answers = [replace(a, record=replace(a.record, round=job.plan_round)) for a in job.answers if a]
+        job.calls += [a.record for a in answers]
+        job.plan_round += 1
+        try:
+            return job.plan.send(answers)
+        except StopIteration as done:
+            ranking = job.llm._ranking(job.query.query, job.inputs, done.value, job.calls, None)
+            job.plan = None
+            self._advance_walk(job, ranking)
+            return None
+
+    def _fail(self, job: _Job, error: LLMRerankError) -> None:
+        job.asks, job.plan = [], None
+        self._advance_walk(job, error)
+
+    def _deliver(self, ask: _Ask, outcome: BackendReply | BatchFailure) -> None:
+        job = ask.job
+        if isinstance(outcome, BatchFailure):
+            ask.failures += 1
+            if ask.failures >= self.options.max_attempts:
+                self._fail(job, BackendError(f"batch request {outcome.kind} {ask.failures} times"))
+            return
+        ask.attempts[0] += 1
+        try:
+            ask.outgoing = ask.exchange.send(outcome)  # invalid output: the re-ask goes next round
+        except StopIteration as done:
+            job.answers[ask.index] = done.value
+            job.asks.remove(ask)
+            if not job.asks:
+                requests = self._finish_round(job)
+                if requests is not None:
+                    self._start_round(job, requests)
+        except LLMRerankError as exc:
+            self._fail(job, exc)
+
+    # -- all queries ----------------------------------------------------------------------
+    def _resume(self) -> None:
+        for batch_id in self.state.pending:
+            logger.info("resuming batch %s", batch_id)
+            self._collect(batch_id)
+
+    def _collect(self, batch_id: str) -> None:
+        wait_for_batch(self.client, batch_id, self.options, self.driver.retry)
+        self.ready.update(with_retries(self.driver.retry, lambda: self.client.results(batch_id)))
+
+    def _round(self, asks: list[_Ask]) -> None:
+        by_id: dict[str, list[_Ask]] = {}
+        for ask in asks:
+            by_id.setdefault(_custom_id(self.client, ask.outgoing), []).append(ask)
+        missing = [BatchItem(cid, group[0].outgoing) for cid, group in by_id.items() if cid not in self.ready]
+        consumed = list(self.state.pending)
+        if missing:
+            batch_id = with_retries(self.driver.retry, lambda: self.client.submit(missing))
+            self.state.submitted(batch_id)
+            logger.info("batch round %d: %d requests in %s", self.state.rounds, len(missing), batch_id)
+            self._collect(batch_id)
+            consumed.append(batch_id)
+        for cid, group in by_id.items():
+            outcome = self.ready.pop(cid, BatchFailure("missing", "no result for this request"))
+            for ask in group:
+                if ask.job.plan is not None and ask in ask.job.asks:
+                    self._deliver(ask, outcome)
+        self.state.consumed(consumed)
+
+    def run(self, jobs: list[_Job], on_done: Callable[[_Job], None]) -> None:
+        self._resume()
+        for job in jobs:
+            self._advance_walk(job, None)
+        active = jobs
+        while active:
+            for job in [j for j in active if j.ranking is not None]:
+                on_done(job)
+            active = [j for j in active if j.ranking is None]
+            if active:
+                self._round([ask for job in active for ask in job.asks])
+
+
+def run_in_batches(
+    reranker: Reranker,
+    golden: GoldenSet,
+    done: dict[str, dict[str, Any]],
+    checkpoint: Path,
+    prices: PriceTable,
+    options: BatchOptions,
+) -> dict[str, Any]:
+    """Rerank every query of ``golden`` not yet in ``done`` in batch rounds, appending each
+    finished query to ``checkpoint`` (at batch prices). Returns the run's batch summary."""
+    from .runner import _query_record
+
+    state = BatchState(checkpoint.with_name(checkpoint.name.replace(".partial.jsonl", ".batch.json")))
+    todo = [q for q in golden.queries if q.qid not in done]
+    with checkpoint.open("a", encoding="utf-8") as sink:
+
+        def finished(query: EvalQuery, ranking: Ranking, started: float) -> None:
+            record = _query_record(query.qid, ranking, time.perf_counter() - started, prices)
+            record["cost_usd"] = prices.cost_of(ranking.calls, batch=True)
+            sink.write(json.dumps(record) + "\n")
+            sink.flush()
+            done[query.qid] = record
+
+        if not isinstance(reranker, Cascade) or not any(
+            isinstance(s.reranker, LLMReranker) for s in reranker.stages
+        ):
+            for query in todo:  # no LLM stage: nothing to batch
+                started = time.perf_counter()
+                finished(query, reranker.rerank(query.query, query.candidates), started)
+            return {"rounds": 0}
+        engine = _Lockstep(reranker, options, state)
+        jobs = [_Job(q, reranker._walk(q.query, q.candidates, None)) for q in todo]
+
+        def job_done(job: _Job) -> None:
+            assert job.ranking is not None
+            finished(job.query, job.ranking, job.started)
+
+        engine.run(jobs, job_done)
+    rounds = state.rounds
+    state.finish()
+    return {"rounds": rounds, "provider": engine.client.provider}
+
+
+def run_batch_mode(
+    config: Any,
+    reranker: Reranker,
+    golden: GoldenSet,
+    done: dict[str, dict[str, Any]],
+    checkpoint: Path,
+    prices: PriceTable,
+) -> dict[str, Any] | None:
+    """The eval runner's hook: with ``batch:`` set in the experiment (``config``), answer
+    every unfinished query through provider batches; otherwise do nothing (None)."""
+    options = BatchOptions.from_config(config)
+    if options is None:
+        return None
+    return run_in_batches(reranker, golden, done, checkpoint, prices, options)
