@@ -15,7 +15,7 @@ from ..rubrics import DEFAULT_RUBRIC, Rubric
 from ..strategies import Strategy, make_strategy
 from ..strategies.base import PassageBudget, PlanContext
 from ..strategies.plan import Outcome
-from ..types import CallRecord, Candidate, CandidateLike, Ranking, as_candidates
+from ..types import CallRecord, Candidate, CandidateLike, Ranking, as_candidates, as_query
 from .protocol import ranking_from_order
 
 __all__ = ["LLMReranker"]
@@ -92,8 +92,7 @@ class LLMReranker:
         return self.strategy.estimate_calls(n_candidates, top_k)
 
     def _context(self, query: str, candidates: list[Candidate], top_k: int | None) -> PlanContext:
-        if not isinstance(query, str) or not query.strip():
-            raise UserError("query must be a non-empty string")
+        query = as_query(query)
         if top_k is not None and top_k < 1:
             raise UserError(f"top_k must be at least 1, got {top_k}")
         return PlanContext(
