@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from llmrerank import CandidateError
-from llmrerank.rerankers.llm import LLMReranker
 from llmrerank.cli.rerank import spec_from_flags
+from llmrerank.rerankers.llm import LLMReranker
 from llmrerank.testing import FunctionBackend, WireServer
 from llmrerank.testing.server import Reply, WireRequest
 
@@ -49,7 +49,7 @@ def test_numeric_ids_come_back_as_strings() -> None:
 
 
 # -- the CLI, as users run it ---------------------------------------------------------
-GOOD = b'{"query": "what is a cat", "candidates": [{"id": "a", "text": "cats purr"}, {"id": "b", "text": "dogs"}]}\n'
+GOOD = b'{"query": "what is a cat", "candidates": [{"id": "a", "text": "cats"}, {"id": "b", "text": "no"}]}\n'
 
 
 def run_rerank(tmp_path: Path, data: bytes, *args: str) -> subprocess.CompletedProcess[str]:
@@ -96,16 +96,23 @@ def test_each_bad_line_is_one_error_record_and_never_a_traceback(
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert len(lines) == 3 and "ranking" in lines[0] and "ranking" in lines[2]
-    assert lines[1]["line"] == 2 and lines[1]["type"] == error_type
+    assert len(lines) == 3
+    assert "ranking" in lines[0]
+    assert "ranking" in lines[2]
+    assert lines[1]["line"] == 2
+    assert lines[1]["type"] == error_type
     assert message in lines[1]["error"]
 
 
 def test_call_timeout_and_retries_reach_the_pipeline_spec() -> None:
     spec = spec_from_flags(model="openai:m", call_timeout_s=5.0, attempts=1)
-    assert spec.call_timeout_s == 5.0 and spec.retry is not None and spec.retry.max_attempts == 1
+    assert spec.call_timeout_s == 5.0
+    assert spec.retry is not None
+    assert spec.retry.max_attempts == 1
     defaults = spec_from_flags(model="openai:m")
-    assert defaults.call_timeout_s == 60.0 and defaults.retry is not None and defaults.retry.max_attempts == 3
+    assert defaults.call_timeout_s == 60.0
+    assert defaults.retry is not None
+    assert defaults.retry.max_attempts == 3
     assert spec_from_flags(model="local:").call_timeout_s is None  # the local backend's own 120 s
 
 
@@ -125,5 +132,6 @@ def test_call_timeout_and_retries_bound_a_hanging_server(tmp_path: Path) -> None
     # the LLM stage falls back to the input order and says why; its one call was tried twice
     assert result.returncode == 0, result.stderr
     line = json.loads(result.stdout)
-    assert line["degraded"] and "timed out" in line["degraded_reason"]
+    assert line["degraded"]
+    assert "timed out" in line["degraded_reason"]
     assert asked == 2

@@ -33,7 +33,7 @@ class _Group(click.Group):
             _fail(exc)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit, KeyboardInterrupt):
             raise
-        except Exception as exc:  # noqa: BLE001 - the CLI prints one line, never a traceback
+        except Exception as exc:  # the CLI prints one line, never a traceback
             logging.getLogger("llmrerank").debug("unexpected error", exc_info=True)
             click.echo(f"error: unexpected {type(exc).__name__}: {exc} (run with -vv for details)", err=True)
             sys.exit(1)
