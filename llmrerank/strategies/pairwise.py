@@ -52,6 +52,9 @@ class Pairwise(Strategy):
         depth = math.ceil(math.log2(n)) + 1
         return 2 * (2 * n + k * depth)  # build ≤ 2n comparisons, each pop ≤ depth
 
+    def passages_per_request(self, n_candidates: int) -> int:
+        return 2
+
     def _pair(self, context: PlanContext, texts: Sequence[str], a: int, b: int) -> LLMRequest:
         output = Preference()
         rendered = context.prompt.render(

@@ -42,6 +42,9 @@ class Setwise(Strategy):
         internal = (n - 2) // arity + 1
         return internal + k * depth  # Floyd's build is linear; each pop sifts one path
 
+    def passages_per_request(self, n_candidates: int) -> int:
+        return min(n_candidates, self.set_size)
+
     def _request(self, context: PlanContext, texts: Sequence[str], group: Sequence[int]) -> LLMRequest:
         labels = list(_LABELS[: len(group)])
         output = BestChoice(labels)
