@@ -1,4 +1,8 @@
-"""Plain data passed between stages: candidates in, a ``Ranking`` out."""
+"""Plain data passed between stages: candidates in, a ``Ranking`` out.
+
+Long because it is also the one place user input is checked (ids, texts, the query), and
+value types may import nothing but the error tree.
+"""
 
 from __future__ import annotations
 

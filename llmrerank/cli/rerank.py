@@ -67,7 +67,7 @@ def rerank_lines(reranker: Reranker, stream: IO[bytes], *, on_error: str = "fail
 
     The input is read as bytes and decoded line by line, so a bad line is an error about
     that line alone. ``on_error="skip"`` writes ``{"line", "error", "type"}`` for a failed
-    line and goes on; ``"fail"`` raises a ``UserError`` naming the line after the earlier
+    line and goes on; ``"fail"`` raises ``InputLineError`` naming the line after the earlier
     lines were written.
     """
     failed = 0
