@@ -20,6 +20,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from ._readonly_cache import ReadOnlyStore
 from .errors import CacheError, UserError
 
 __all__ = [
@@ -80,6 +81,10 @@ class DiskCache:
     """A directory of cached replies, shared safely by threads and processes.
 
     ``size_limit`` bounds the store (least-recently-stored entries are evicted first).
+    Opening never fails on storage: a directory that cannot be written (a read-only mount)
+    keeps serving reads, a corrupt or unreadable one is bypassed; ``degraded_reason`` says
+    which, logged once. Errors while reading or writing an open cache raise ``CacheError``
+    (``BestEffortCache`` turns them into pauses).
     """
 
     def __init__(
@@ -97,37 +102,72 @@ class DiskCache:
             choices = ", ".join(m.value for m in CacheMode)
             raise UserError(f"unknown cache mode {mode!r}; choose one of {choices}") from None
         self.directory = Path(directory).expanduser()
-        with _storage_errors("be opened", self.directory):
+        #: why the cache runs degraded (read-only or bypassed), None when fully usable
+        self.degraded_reason: str | None = None
+        self._read_only_store: ReadOnlyStore | None = None
+        self._store: Any = None
+        try:
             self._store = diskcache.Cache(
                 str(self.directory), size_limit=size_limit, eviction_policy="least-recently-stored"
             )
+        except (OSError, sqlite3.Error) as exc:
+            self._open_degraded(exc)
+
+    def _open_degraded(self, error: Exception) -> None:
+        """A cache that cannot be opened is never fatal: serve reads if the database can
+        be read, else bypass the cache; either way log it once, here."""
+        try:
+            self._read_only_store = ReadOnlyStore(self.directory)
+        except (OSError, sqlite3.Error):
+            self.degraded_reason = f"response cache at {self.directory} is unusable ({error}); bypassed"
+            logger.warning("%s", self.degraded_reason)
+            return
+        self.degraded_reason = (
+            f"response cache at {self.directory} cannot be written ({error}); serving reads only"
+        )
+        # asked for read-only use, the user expects no writes: no warning needed
+        log = logger.info if self.mode is CacheMode.READ_ONLY else logger.warning
+        log("%s", self.degraded_reason)
+
+    @property
+    def writable(self) -> bool:
+        return self._store is not None
 
     def namespace(self, name: str) -> CacheNamespace:
         return CacheNamespace(self, name)
 
+    def _reader(self) -> Any:
+        return self._store if self._store is not None else self._read_only_store
+
     def get(self, namespace: str, key: str) -> str | bytes | None:
-        if not self.mode.reads:
+        reader = self._reader()
+        if not self.mode.reads or reader is None:
             return None
         with _storage_errors("be read", self.directory):
-            value = self._store.get(f"{namespace}:{key}")
+            value = reader.get(f"{namespace}:{key}")
         if value is None or isinstance(value, (str, bytes)):
             return value
         raise CacheError(f"cache entry {namespace}:{key} holds {type(value).__name__}, not JSON")
 
     def set(self, namespace: str, key: str, value: str | bytes) -> None:
-        if not self.mode.writes:
-            return
+        if not self.mode.writes or self._store is None:
+            return  # a degraded cache was logged once, when it was opened
         with _storage_errors("be written", self.directory):
             self._store.set(f"{namespace}:{key}", value)
 
     def delete(self, namespace: str, key: str) -> None:
+        if self._store is None:
+            raise CacheError(self.degraded_reason or "response cache is not writable")
         with _storage_errors("be written", self.directory):
             self._store.delete(f"{namespace}:{key}")
 
     def stats(self) -> dict[str, Any]:
+        reader = self._reader()
+        if reader is None:
+            raise CacheError(self.degraded_reason or "response cache is unusable")
         with _storage_errors("be read", self.directory):
             counts: dict[str, int] = {}
-            for key in self._store.iterkeys():
+            for key in reader.iterkeys():
                 namespace = str(key).split(":", 1)[0]
                 counts[namespace] = counts.get(namespace, 0) + 1
             return {
@@ -135,11 +175,14 @@ class DiskCache:
                 "mode": self.mode.value,
                 "entries": sum(counts.values()),
                 "namespaces": counts,
-                "size_bytes": int(self._store.volume()),
+                "size_bytes": int(reader.volume()),
+                **({"degraded": self.degraded_reason} if self.degraded_reason else {}),
             }
 
     def clear(self, namespace: str | None = None) -> int:
         """Remove every entry (or one namespace's); returns how many were removed."""
+        if self._store is None:
+            raise CacheError(self.degraded_reason or "response cache is not writable")
         with _storage_errors("be cleared", self.directory):
             if namespace is None:
                 return int(self._store.clear())
@@ -150,7 +193,9 @@ class DiskCache:
             return len(doomed)
 
     def close(self) -> None:
-        self._store.close()
+        for store in (self._store, self._read_only_store):
+            if store is not None:
+                store.close()
 
     def __enter__(self) -> DiskCache:
         return self

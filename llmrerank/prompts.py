@@ -28,6 +28,7 @@ import yaml
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
+from ._quoting import choose_boundary, quoted_strings
 from .errors import PromptError
 
 __all__ = [
@@ -133,6 +134,10 @@ class Prompt:
         return [str(v) for v in self.meta.get("variables", [])]
 
     def render(self, **variables: Any) -> RenderedPrompt:
+        """Render both blocks. A template that declares ``boundary`` gets one chosen from
+        the variables' texts (see ``llmrerank._quoting``) unless the caller gives it."""
+        if "boundary" in self.variables and "boundary" not in variables:
+            variables["boundary"] = choose_boundary(quoted_strings(variables))
         missing = [v for v in self.variables if v not in variables]
         if missing:
             raise PromptError(f"prompt {self.ref} needs variables {missing}")

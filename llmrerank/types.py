@@ -1,4 +1,8 @@
-"""Plain data passed between stages: candidates in, a ``Ranking`` out."""
+"""Plain data passed between stages: candidates in, a ``Ranking`` out.
+
+Long because it is also the one place user input is checked (ids, texts, the query), and
+value types may import nothing but the error tree.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,33 @@ __all__ = [
     "TokenLogprob",
     "Usage",
     "as_candidates",
+    "as_query",
+    "check_text",
 ]
+
+
+def check_text(text: str, what: str) -> None:
+    """Raise ``CandidateError`` naming ``what`` unless ``text`` is encodable as UTF-8.
+
+    A lone surrogate (``"\\ud800"``, e.g. from ``json.loads`` of a bad escape) cannot be
+    sent to a model or hashed into a cache key; it is the caller's input error, never
+    silently replaced, so what is ranked is exactly what was given.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start : exc.end].encode("utf-8", "backslashreplace").decode("ascii")
+        raise CandidateError(
+            f"{what} is not valid Unicode: {bad} at character {exc.start} (a lone surrogate)"
+        ) from None
+
+
+def as_query(query: object) -> str:
+    """The query, checked: a non-empty string of valid Unicode (``CandidateError`` otherwise)."""
+    if not isinstance(query, str) or not query.strip():
+        raise CandidateError(f"query must be a non-empty string, got {query!r:.40}")
+    check_text(query, "query")
+    return query
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,17 +70,32 @@ class Candidate:
             )
         if not self.text.strip():
             raise CandidateError(f"candidate {self.id!r}: text is empty")
+        check_text(self.id, "candidate id")
+        check_text(self.text, f"candidate {self.id!r}: text")
 
     @classmethod
     def from_text(cls, text: str) -> Candidate:
         """A candidate whose id is a stable hash of its text."""
         if not isinstance(text, str):
             raise CandidateError(f"candidate text must be a string, got {type(text).__name__}")
+        check_text(text, "candidate text")
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
         return cls(id=f"t{digest}", text=text)
 
 
 CandidateLike = Candidate | str | Mapping[str, Any]
+
+
+def _as_id(value: object, position: int) -> str:
+    """Ids are strings or numbers; numbers are stringified (``7`` and ``"7"`` are the same id)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise CandidateError(
+            f"candidate #{position}: id must be a string or a number, "
+            f"got {type(value).__name__} {value!r:.40}"
+        )
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _to_candidate(item: object, position: int) -> Candidate:
@@ -66,8 +111,10 @@ def _to_candidate(item: object, position: int) -> Candidate:
         metadata = dict(item.get("metadata") or {})
         metadata.update({k: item[k] for k in extra})
         score = item.get("score")
+        if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
+            raise CandidateError(f"candidate #{position}: score must be a number, got {score!r:.40}")
         return Candidate(
-            id=str(item["id"]),
+            id=_as_id(item["id"], position),
             text=item["text"],
             metadata=metadata,
             score=None if score is None else float(score),
@@ -81,6 +128,11 @@ def as_candidates(items: Iterable[CandidateLike]) -> list[Candidate]:
     """Normalise user input into candidates; duplicates and empties raise ``CandidateError``."""
     if isinstance(items, (str, bytes)):
         raise CandidateError("candidates must be a sequence of passages, not a single string")
+    if isinstance(items, Mapping) or not isinstance(items, Iterable):
+        raise CandidateError(
+            f"candidates must be a list of passages, not a {type(items).__name__}"
+            " (a mapping would rank its keys)"
+        )
     candidates = [_to_candidate(item, i) for i, item in enumerate(items)]
     seen: set[str] = set()
     for candidate in candidates:

@@ -162,7 +162,7 @@ def test_trace_records_each_request_without_secrets(tmp_path: Path) -> None:
     first = lines[0]
     assert first["final_ids"][:3] == ["d9", "d8", "d7"]
     assert set(first["stage_scores"]) == {"local", "llm"}
-    assert first["prompts"] == [f"pointwise/relevance@1 {LLMReranker(backend).prompt.sha256}"]
+    assert first["prompts"] == [f"pointwise/relevance@2 {LLMReranker(backend).prompt.sha256}"]
     assert first["prompt_tokens"] > 0
     assert "sk-very-secret" not in trace.read_text()
 

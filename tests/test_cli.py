@@ -69,7 +69,7 @@ def test_second_identical_run_is_served_from_the_cache_with_zero_tokens(
     assert asked == 16
     assert [len(line["ranking"]) for line in first] == [5, 5]
     assert all(not call["cached"] and call["prompt_tokens"] > 0 for line in first for call in line["calls"])
-    assert {call["prompt_ref"] for line in first for call in line["calls"]} == {"pointwise/relevance@1"}
+    assert {call["prompt_ref"] for line in first for call in line["calls"]} == {"pointwise/relevance@2"}
 
     second = outputs(run_cli(*args))
     assert len(dl19_judge_server.requests) - before == asked

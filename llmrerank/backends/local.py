@@ -15,7 +15,7 @@ from typing import Any
 
 from .base import Backend
 from .endpoint import Endpoint
-from .llama_server import LocalLLMServer, resolve_local_model
+from .llama_server import DEFAULT_CTX_PER_SLOT, LocalLLMServer, resolve_local_model
 from .openai import OpenAIBackend
 
 __all__ = ["local_backend", "local_endpoint", "shared_server"]
@@ -24,7 +24,9 @@ _servers: dict[tuple[str, int, int], LocalLLMServer] = {}
 _lock = threading.Lock()
 
 
-def shared_server(model_path: Path, *, parallel: int = 4, ctx_per_slot: int = 4096) -> LocalLLMServer:
+def shared_server(
+    model_path: Path, *, parallel: int = 4, ctx_per_slot: int = DEFAULT_CTX_PER_SLOT
+) -> LocalLLMServer:
     """One running server per (model, slots, context) in this process, started on first use."""
     key = (str(model_path), parallel, ctx_per_slot)
     with _lock:
@@ -37,7 +39,7 @@ def shared_server(model_path: Path, *, parallel: int = 4, ctx_per_slot: int = 40
 
 
 def local_endpoint(
-    model: str = "", *, url: str | None = None, parallel: int = 4, ctx_per_slot: int = 4096
+    model: str = "", *, url: str | None = None, parallel: int = 4, ctx_per_slot: int = DEFAULT_CTX_PER_SLOT
 ) -> tuple[str, Endpoint]:
     """The model name and endpoint of a managed (started here) or attached llama.cpp server."""
     url = url or os.environ.get("LLMRERANK_LOCAL_URL")
@@ -56,15 +58,23 @@ def local_endpoint(
     return name, endpoint
 
 
+def _server_context(endpoint: Endpoint) -> int | None:
+    owner = endpoint.owner
+    return owner.context_tokens if isinstance(owner, LocalLLMServer) else None
+
+
 def local_backend(
     model: str = "",
     *,
     base_url: str | None = None,
     parallel: int = 4,
-    ctx_per_slot: int = 4096,
+    ctx_per_slot: int = DEFAULT_CTX_PER_SLOT,
     timeout_s: float = 120.0,
     **options: Any,
 ) -> Backend:
     """The ``local:`` factory."""
     name, endpoint = local_endpoint(model, url=base_url, parallel=parallel, ctx_per_slot=ctx_per_slot)
-    return OpenAIBackend(name, endpoint=endpoint, timeout_s=timeout_s, **options)
+    backend = OpenAIBackend(name, endpoint=endpoint, timeout_s=timeout_s, **options)
+    # the server's per-slot context is what one request may use: prompts are fitted to it
+    backend.context_tokens = _server_context(endpoint)
+    return backend

@@ -19,7 +19,8 @@ DEFAULT_CACHE_DIR = "~/.cache/llmrerank"
 
 def _fail(exc: LLMRerankError) -> NoReturn:
     click.echo(f"error: {exc}", err=True)
-    sys.exit(2 if isinstance(exc, UserError) else 1)
+    cause = getattr(exc, "cause", None)
+    sys.exit(2 if isinstance(exc, UserError) or isinstance(cause, UserError) else 1)
 
 
 class _Group(click.Group):
@@ -30,6 +31,12 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except LLMRerankError as exc:
             _fail(exc)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # the CLI prints one line, never a traceback
+            logging.getLogger("llmrerank").debug("unexpected error", exc_info=True)
+            click.echo(f"error: unexpected {type(exc).__name__}: {exc} (run with -vv for details)", err=True)
+            sys.exit(1)
 
 
 @click.group(cls=_Group, context_settings={"max_content_width": 100})

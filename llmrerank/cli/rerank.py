@@ -3,29 +3,89 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping
+import sys
+from collections.abc import Callable, Mapping
 from typing import IO, Any
 
 import click
 
-from ..errors import UserError
+from ..errors import LLMRerankError, UserError
 from ..pipeline import PipelineSpec
+from ..rerankers.protocol import Reranker
+from ..retry import RetryPolicy
+from ..types import as_query
 from ._app import DEFAULT_CACHE_DIR, main, open_cache
 
-__all__ = ["rerank", "spec_from_flags"]
+__all__ = ["InputLineError", "rerank", "rerank_lines", "spec_from_flags"]
+
+DEFAULT_CALL_TIMEOUT_S = 60.0
+DEFAULT_ATTEMPTS = 3
 
 
-def _read_requests(stream: IO[str]) -> Iterator[tuple[int, dict[str, Any]]]:
-    for number, line in enumerate(stream, start=1):
-        if not line.strip():
-            continue
+class InputLineError(LLMRerankError):
+    """Input line ``line`` failed with ``cause``; the CLI exits 2 when the cause is the
+    caller's (a ``UserError``), 1 otherwise."""
+
+    def __init__(self, line: int, cause: LLMRerankError) -> None:
+        text = str(cause)
+        prefix = f"input line {line}"
+        super().__init__(text if text.startswith(prefix) else f"{prefix}: {text}")
+        self.line = line
+        self.cause = cause
+
+
+def _parse_line(number: int, raw: bytes) -> dict[str, Any] | None:
+    """One input line as a request; None for a blank line. Errors name the line."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"input line {number} is not valid UTF-8 (byte {exc.start})") from None
+    if not line.strip():
+        return None
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"input line {number} is not JSON: {exc.msg}") from None
+    except RecursionError:
+        raise UserError(f"input line {number} is nested too deeply") from None
+    if not isinstance(record, dict) or "query" not in record or "candidates" not in record:
+        raise UserError(f"input line {number} needs 'query' and 'candidates'")
+    return record
+
+
+def _error_record(number: int, exc: LLMRerankError) -> str:
+    return json.dumps({"line": number, "error": str(exc), "type": type(exc).__name__}, ensure_ascii=False)
+
+
+def _echo_line(text: str) -> None:
+    # one line at a time: a later failure never loses what was already ranked
+    click.echo(text)
+    sys.stdout.flush()
+
+
+def rerank_lines(reranker: Reranker, stream: IO[bytes], *, on_error: str = "fail") -> int:
+    """Rank each JSONL line of ``stream`` and write it out as it is done; returns failed lines.
+
+    The input is read as bytes and decoded line by line, so a bad line is an error about
+    that line alone. ``on_error="skip"`` writes ``{"line", "error", "type"}`` for a failed
+    line and goes on; ``"fail"`` raises ``InputLineError`` naming the line after the earlier
+    lines were written.
+    """
+    failed = 0
+    for number, raw in enumerate(stream, start=1):
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"input line {number} is not JSON: {exc.msg}") from None
-        if not isinstance(record, dict) or "query" not in record or "candidates" not in record:
-            raise UserError(f"input line {number} needs 'query' and 'candidates'")
-        yield number, record
+            record = _parse_line(number, raw)
+            if record is None:
+                continue
+            ranking = reranker.rerank(as_query(record["query"]), record["candidates"])
+        except LLMRerankError as exc:
+            if on_error == "fail":
+                raise InputLineError(number, exc) from exc
+            failed += 1
+            _echo_line(_error_record(number, exc))
+            continue
+        _echo_line(json.dumps(ranking.to_dict(), ensure_ascii=False))
+    return failed
 
 
 def spec_from_flags(
@@ -44,6 +104,8 @@ def spec_from_flags(
     bypass_llm: bool | None = None,
     trace: str | None = None,
     strategy_options: Mapping[str, Any] | None = None,
+    call_timeout_s: float | None = None,
+    attempts: int | None = None,
 ) -> PipelineSpec:
     """The CLI's flags as a ``PipelineSpec`` (over ``--pipeline FILE`` when given);
     ``strategy_options`` are merged over the spec's and must belong to its strategy."""
@@ -65,6 +127,12 @@ def spec_from_flags(
         spec = spec.with_changes(narrow_to=narrow_to)
     if model or not pipeline:
         spec = spec.with_changes(strategy=strategy, max_concurrency=max_concurrency)
+    local = isinstance(spec.llm, str) and spec.llm.startswith("local:")
+    if call_timeout_s is not None or (spec.call_timeout_s is None and not local):
+        # a local model on a CPU keeps its own, longer default
+        spec = spec.with_changes(call_timeout_s=call_timeout_s or DEFAULT_CALL_TIMEOUT_S)
+    if attempts is not None or spec.retry is None:
+        spec = spec.with_changes(retry=RetryPolicy(max_attempts=attempts or DEFAULT_ATTEMPTS))
     if spec.llm is None and not spec.narrow_with:
         raise UserError("give --model, --narrow-with, --pipeline, or a combination")
     given = {k: v for k, v in (strategy_options or {}).items() if v is not None}
@@ -143,7 +211,7 @@ Examples:
 @click.option("--prompt", "-p", help="Prompt ref, e.g. pointwise/relevance@1 (default: newest).")
 @click.option("--rubric", "-r", type=click.Path(exists=True, dir_okay=False), help="Rubric YAML.")
 @click.option("--top-k", "-k", type=int, help="Keep only the first K of each ranking.")
-@click.option("--input", "-i", "input_file", type=click.File("r"), default="-", help="JSONL input.")
+@click.option("--input", "-i", "input_file", type=click.File("rb"), default="-", help="JSONL input.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help=f"Default {DEFAULT_CACHE_DIR}.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the response cache.")
 @click.option(
@@ -169,6 +237,25 @@ Examples:
 @click.option("--llm-timeout", type=float, help="Seconds before the LLM stage falls back.")
 @click.option("--bypass-llm", is_flag=True, default=None, help="Skip the LLM stage.")
 @click.option("--trace", type=click.Path(dir_okay=False), help="Append a JSONL trace per request.")
+@click.option(
+    "--call-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help=f"Seconds each LLM call may take before it is retried [default: {DEFAULT_CALL_TIMEOUT_S:.0f}; "
+    "local: 120].",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(min=1),
+    help=f"Tries per LLM call in all, 1 = no retry [default: {DEFAULT_ATTEMPTS}].",
+)
+@click.option(
+    "--on-error",
+    default="fail",
+    show_default=True,
+    type=click.Choice(["fail", "skip"]),
+    help="fail: stop at a failed line (earlier lines are written); skip: write "
+    '{"line", "error", "type"} for it and go on.',
+)
 def rerank(
     pipeline: str | None,
     model: str | None,
@@ -177,7 +264,7 @@ def rerank(
     prompt: str | None,
     rubric: str | None,
     top_k: int | None,
-    input_file: IO[str],
+    input_file: IO[bytes],
     cache_dir: str | None,
     no_cache: bool,
     cache_mode: str,
@@ -188,6 +275,9 @@ def rerank(
     llm_timeout: float | None,
     bypass_llm: bool | None,
     trace: str | None,
+    call_timeout: float | None,
+    retries: int | None,
+    on_error: str,
     **strategy_options: Any,
 ) -> None:
     spec = spec_from_flags(
@@ -205,11 +295,10 @@ def rerank(
         bypass_llm=bypass_llm,
         trace=trace,
         strategy_options=strategy_options,
+        call_timeout_s=call_timeout,
+        attempts=retries,
     )
     reranker = spec.build(cache=open_cache(cache_dir, no_cache, cache_mode))
-    for number, record in _read_requests(input_file):
-        try:
-            ranking = reranker.rerank(record["query"], record["candidates"])
-        except UserError as exc:
-            raise UserError(f"input line {number}: {exc}") from exc
-        click.echo(json.dumps(ranking.to_dict(), ensure_ascii=False))
+    failed = rerank_lines(reranker, input_file, on_error=on_error)
+    if failed:
+        click.echo(f"warning: {failed} input line(s) failed; their error records are in the output", err=True)

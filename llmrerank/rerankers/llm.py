@@ -13,9 +13,9 @@ from ..errors import UserError
 from ..prompts import Prompt, PromptLibrary
 from ..rubrics import DEFAULT_RUBRIC, Rubric
 from ..strategies import Strategy, make_strategy
-from ..strategies.base import PassageBudget, PlanContext
+from ..strategies.base import PassageBudget, PlanContext, fit_to_context
 from ..strategies.plan import Outcome
-from ..types import CallRecord, Candidate, CandidateLike, Ranking, as_candidates
+from ..types import CallRecord, Candidate, CandidateLike, Ranking, as_candidates, as_query
 from .protocol import ranking_from_order
 
 __all__ = ["LLMReranker"]
@@ -61,6 +61,7 @@ class LLMReranker:
         max_reasks: int = 2,
         retry: RetryPolicy | None = None,
         max_words: int | None = 300,
+        max_chars: int | None = 3000,
         temperature: float = 0.0,
         prompt_dirs: Sequence[str] = (),
         variables: dict[str, Any] | None = None,
@@ -74,7 +75,7 @@ class LLMReranker:
             self.prompt = PromptLibrary(prompt_dirs).load(prompt or self.strategy.default_prompt)
         self.strategy.check_prompt(self.prompt)
         self.rubric = rubric or DEFAULT_RUBRIC
-        self.budget = PassageBudget(max_words)
+        self.budget = PassageBudget(max_words, max_chars)
         self.variables = tuple((variables or {}).items())
         self.name = name
         self.driver = Driver(
@@ -96,11 +97,10 @@ class LLMReranker:
         return self.strategy.estimate_calls(n_candidates, top_k)
 
     def _context(self, query: str, candidates: list[Candidate], top_k: int | None) -> PlanContext:
-        if not isinstance(query, str) or not query.strip():
-            raise UserError("query must be a non-empty string")
+        query = as_query(query)
         if top_k is not None and top_k < 1:
             raise UserError(f"top_k must be at least 1, got {top_k}")
-        return PlanContext(
+        context = PlanContext(
             query=query,
             candidates=candidates,
             prompt=self.prompt,
@@ -109,6 +109,10 @@ class LLMReranker:
             top_k=top_k,
             variables=self.variables,
         )
+        if self.backend.context_tokens:
+            # a request the model would refuse for its length is never sent: passages shrink
+            context = fit_to_context(context, self.strategy, self.backend.context_tokens)
+        return context
 
     def _ranking(
         self,

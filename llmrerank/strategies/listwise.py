@@ -69,6 +69,12 @@ class Listwise(Strategy):
     def estimate_calls(self, n_candidates: int, top_k: int | None = None) -> int:
         return len(sliding_windows(n_candidates, self.window, self.step)) * (self.shuffles + 1)
 
+    def passages_per_request(self, n_candidates: int) -> int:
+        return min(n_candidates, self.window)
+
+    def max_output_tokens(self, passages: int) -> int:
+        return 8 * passages + 32
+
     def _request(self, context: PlanContext, texts: Sequence[str], indices: Sequence[int]) -> LLMRequest:
         labels = [str(i + 1) for i in range(len(indices))]
         output = PermutationOutput(labels)
@@ -78,7 +84,7 @@ class Listwise(Strategy):
                 output_instruction=output.instruction,
             )
         )
-        return LLMRequest(context.prompt, rendered, output, max_tokens=8 * len(indices) + 32)
+        return LLMRequest(context.prompt, rendered, output, max_tokens=self.max_output_tokens(len(indices)))
 
     def plan(self, context: PlanContext) -> Plan:
         texts, truncated = context.passages()

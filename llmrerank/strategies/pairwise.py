@@ -57,6 +57,9 @@ class Pairwise(Strategy):
             return 2 * sum(n - 1 - p for p in range(k))
         return heap_top_k_bound(n, k, 2, lambda children: 2 * children)
 
+    def passages_per_request(self, n_candidates: int) -> int:
+        return 2
+
     def _pair(self, context: PlanContext, texts: Sequence[str], a: int, b: int) -> LLMRequest:
         output = Preference()
         rendered = context.prompt.render(

@@ -47,6 +47,9 @@ class Pointwise(Strategy):
     def estimate_calls(self, n_candidates: int, top_k: int | None = None) -> int:
         return n_candidates
 
+    def passages_per_request(self, n_candidates: int) -> int:
+        return 1
+
     def plan(self, context: PlanContext) -> Plan:
         output = GradeOutput(context.rubric.grades)
         texts, truncated = context.passages()

@@ -42,6 +42,9 @@ class Setwise(Strategy):
         k = min(n_candidates, top_k or self.top_k)
         return heap_top_k_bound(n_candidates, k, self.set_size - 1, lambda children: 1)
 
+    def passages_per_request(self, n_candidates: int) -> int:
+        return min(n_candidates, self.set_size)
+
     def _request(self, context: PlanContext, texts: Sequence[str], group: Sequence[int]) -> LLMRequest:
         labels = list(_LABELS[: len(group)])
         output = BestChoice(labels)

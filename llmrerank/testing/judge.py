@@ -24,10 +24,12 @@ from typing import Any
 
 from .server import Reply, WireRequest
 
-__all__ = ["SimulatedJudge", "normalise"]
+__all__ = ["SimulatedJudge", "normalise", "parse_prompt"]
 
 _QUERY = re.compile(r"<query>(.*?)</query>", re.DOTALL)
 _PASSAGE = re.compile(r'<passage id="([^"]+)">\n?(.*?)\n?</passage>', re.DOTALL)
+# v2 prompts quote between per-request boundary markers: <query-B>…</query-B>
+_BOUNDED_QUERY = re.compile(r"<query-([0-9a-f]+)>\n(.*?)\n</query-\1>", re.DOTALL)
 _TASK = re.compile(r"^Task: (\w+)", re.MULTILINE)
 _PREFIX = 80
 
@@ -101,10 +103,8 @@ class SimulatedJudge:
             task = match.group(1) if match else "unknown"
         with self._lock:
             self.calls[task] += 1
-        user = request.user_text
-        query_match = _QUERY.search(user)
-        query = html.unescape(query_match.group(1)) if query_match else ""
-        passages = [(label, self.relevance(query, text)) for label, text in _PASSAGE.findall(user)]
+        query, texts = parse_prompt(request.user_text)
+        passages = [(label, self.relevance(query, text)) for label, text in texts]
         rng = self._rng(request)
         noisy = rng.random() < self.error_rate
         answer = self._answer(task, passages, request.schema, rng, noisy)
@@ -145,6 +145,19 @@ class SimulatedJudge:
                 best = rng.choice([i for i in range(len(labels)) if i != best])
             return {"best": labels[best]}
         return {"error": f"unknown task {task!r}"}
+
+
+def parse_prompt(user: str) -> tuple[str, list[tuple[str, str]]]:
+    """The query and the ``(label, text)`` passages of a rendered user message: boundary
+    markers (v2 prompts, text as written) or the plain tags of v1 (HTML-escaped text)."""
+    bounded = _BOUNDED_QUERY.search(user)
+    if bounded:
+        boundary = re.escape(bounded.group(1))
+        passage = re.compile(rf'<passage-{boundary} id="([^"]+)">\n(.*?)\n</passage-{boundary}>', re.DOTALL)
+        return bounded.group(2), passage.findall(user)
+    query_match = _QUERY.search(user)
+    query = html.unescape(query_match.group(1)) if query_match else ""
+    return query, _PASSAGE.findall(user)
 
 
 def _grade_scale(schema: Mapping[str, Any] | None) -> list[int] | None:
