@@ -1,7 +1,7 @@
 """Top-down partitioning for listwise top-k (Parry, MacAvaney and Ganguly, SIGIR 2024).
 
 1. Rank the first ``window`` candidates; the k-th of them becomes the pivot.
-2. Every other candidate goes into a window of ``window - 1`` plus the pivot; all these
+2. Every other candidate goes into a window of at most ``window - 1`` plus the pivot; all these
    windows are ranked in one round, concurrently. Whatever a window puts above the pivot
    is a candidate for the top-k (at most k from a window: k others beat the rest).
 3. The gathered candidates are ranked: one window if they fit in ``final_window``
@@ -71,7 +71,8 @@ def partition_order(
     gathered = first[: pivot_rank - 1]
     below = first[pivot_rank:]
     rest = list(range(window, n))
-    windows = [[pivot, *rest[i : i + window - 1]] for i in range(0, len(rest), window - 1)]
+    count = math.ceil(len(rest) / (window - 1))  # as few windows as fit, of even sizes
+    windows = [[pivot, *rest[i * len(rest) // count : (i + 1) * len(rest) // count]] for i in range(count)]
     for order in (yield from rank_round(windows)):
         at = order.index(pivot)
         above = order[:at]

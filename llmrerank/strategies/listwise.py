@@ -5,15 +5,17 @@ list to the front by ``step``, so strong passages bubble up from deep positions;
 window waits for the previous one (100 → 10 with 20/10: 9 calls, 9 rounds).
 ``method="partition"``: top-down partitioning (``_partition``): a first window picks a
 pivot, every other window is compared with it concurrently, the gathered candidates are
-ranked last, in one window of up to ``final_window`` (default ``window``) or else by a
-sliding window (100 → 10: 7 calls and 3 rounds when they fit; ``final_window=60`` always
-fits for 100 → 10 with windows of 20, since at most 9 + 5 × 10 candidates are gathered).
+ranked last, in one window of up to ``final_window`` passages (default 3 × ``window``) or
+else by a sliding window. 100 → 10 with windows of 20 gathers at most 9 + 5 × 10, so it
+is always 7 calls in 3 rounds; ``final_window=window`` keeps every prompt to ``window``
+passages at the price of extra rounds when many candidates beat the pivot.
 ``window=None``: a single pass over all candidates, for long-context models; with
 ``context_tokens`` a prompt that would not fit is refused before any call.
 ``first_token=True``: each window is ordered by the first label's log-probabilities (one
 short generation); a reply without them is asked again in full, counted as
-``first_token_fallback``. Labels are ``1..n`` within each call. With ``shuffles=r`` the
-list is also ranked from r seeded random orders and the results fused (rrf or Borda).
+``first_token_fallback``. Labels are ``1..n`` within each call; ``step`` defaults to half
+the window. With ``shuffles=r`` the list is also ranked from r seeded random orders and the
+results fused (rrf or Borda).
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ class Listwise(Strategy):
         self,
         *,
         window: int | None = 20,
-        step: int = 10,
+        step: int | None = None,
         method: str = "sliding",
         first_token: bool = False,
         shuffles: int = 0,
@@ -65,6 +67,8 @@ class Listwise(Strategy):
         context_tokens: int | None = None,
         final_window: int | None = None,
     ) -> None:
+        if step is None:
+            step = max(1, (window or 2) // 2)
         if window is not None and (window < 2 or not 1 <= step < window):
             raise UserError(f"listwise needs window >= 2 and 1 <= step < window, got {window}/{step}")
         if method not in ("sliding", "partition"):
@@ -75,6 +79,8 @@ class Listwise(Strategy):
             raise UserError("listwise method='partition' does not take shuffles")
         if final_window is not None and (method != "partition" or window is None or final_window < window):
             raise UserError("final_window is for method='partition' and must be >= window")
+        if method == "partition" and final_window is None and window is not None:
+            final_window = 3 * window
         if aggregate not in ("rrf", "borda"):
             raise UserError("aggregate must be 'rrf' or 'borda'")
         if shuffles < 0:
