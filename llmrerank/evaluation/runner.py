@@ -167,13 +167,15 @@ def estimate(
             from ..strategies import make_strategy
 
             strategy = make_strategy(spec.strategy, **spec.strategy_options)
-            per_call_passages = {"pointwise": 1, "pairwise": 2}.get(
-                spec.strategy,
-                int(spec.strategy_options.get("window", spec.strategy_options.get("set_size", 4))),
-            )
+            window = spec.strategy_options.get("window", 20)  # None: one pass over every candidate
             calls = tokens = 0
             for query in golden.queries:
                 n = min([len(query.candidates), *spec.narrow_to]) if spec.narrow_to else len(query.candidates)
+                per_call_passages = {
+                    "pointwise": 1,
+                    "pairwise": 2,
+                    "listwise": n if window is None else int(window),
+                }.get(spec.strategy, int(spec.strategy_options.get("set_size", 4)))
                 n_calls = strategy.estimate_calls(n)
                 words = sum(len(c.text.split()) for c in query.candidates[:n]) / max(1, n)
                 calls += n_calls
