@@ -27,7 +27,7 @@ for ds in dl19 dl20; do
     --out $R/local-stages/$ds --title "Local stages on TREC DL ${ds#dl}: BM25 top-100 reranked"
 done
 
-# 2. Every LLM strategy with the simulated judge (10% noise) on DL19, beside the local stages,
+# 2. Every LLM strategy with the fair simulated judge (sigma = 1) on DL19, beside the local stages,
 #    plus the depth sweep.
 run evals/configs/dl19-strategies.yaml $R/dl19-strategies
 if [ -z "$REPORTS_ONLY" ]; then
@@ -36,11 +36,26 @@ if [ -z "$REPORTS_ONLY" ]; then
 fi
 S=$R/dl19-strategies/results
 "$LLMRERANK" eval report $S/dl19__bm25__r0.json $S/dl19__cross-encoder__r0.json $S/dl19__dense__r0.json \
-  $S/dl19__pointwise__r0.json $S/dl19__listwise__r0.json $S/dl19__pairwise-heapsort__r0.json \
+  $S/dl19__pointwise__r0.json $S/dl19__listwise__r0.json $S/dl19__listwise-partition__r0.json \
+  $S/dl19__pairwise-heapsort__r0.json \
   $S/dl19__setwise__r0.json $S/dl19__cross-encoder-20-listwise__r0.json $S/dl19__dense-20-listwise__r0.json \
   --sweep $R/dl19-strategies/sweep/sweep.json --out $R/dl19-strategies \
-  --title "TREC DL 2019: BM25, local stages and every LLM strategy (simulated judge, 10% noise)" \
-  --notes "The LLM rows use the simulated judge (answers from the qrels, wrong 10% of the time), not a real LLM: they show what each strategy makes of a good judge and what it costs in calls."
+  --title "TREC DL 2019: BM25, local stages and every LLM strategy (fair simulated judge, sigma = 1)" \
+  --notes "The LLM rows use the simulated judge, not a real LLM: every answer (grade, permutation, preference, best-of-set) derives from one latent reading per query-passage pair, its qrels label + N(0, 1). They show what each strategy makes of the same imperfect judge and what it costs in calls."
+
+# 2b. Listwise in few rounds: sliding window, top-down partitioning, single pass and first-token,
+#     with the fair judge at sigma = 0, sigma = 1 and sigma = 1 with a position bias of 0.2.
+run evals/configs/listwise-rounds.yaml $R/listwise-rounds
+L=$R/listwise-rounds/results
+LR=()
+for judge in "sim-dl19-" "sim-dl19-1.0-" "sim-dl19-1.0-bias-0.2-"; do
+  for method in sliding partition single-pass partition-first-token; do
+    LR+=("$L/dl19__${method}-${judge}__r0.json")
+  done
+done
+"$LLMRERANK" eval report $L/dl19__bm25__r0.json "${LR[@]}" --out $R/listwise-rounds \
+  --title "Listwise in few rounds on TREC DL 2019: sliding window, partition, single pass, first-token (fair simulated judge)" \
+  --notes "The LLM rows use the simulated judge (one latent model: each pair read as its label + sigma * N(0,1); bias = probability of preferring what is shown first), not a real LLM."
 
 # 3. The hybrid cascade as apps run it: BM25 top-50 → local stage → 20 → LLM.
 run evals/configs/cascade-dl19.yaml $R/cascade-dl19

@@ -40,7 +40,8 @@ def test_rerank_help_has_examples_and_every_strategy_option() -> None:
     text = CliRunner().invoke(main, ["rerank", "--help"], terminal_width=100).output
     assert "Examples:" in text
     assert "llmrerank rerank -m sim:dl19" in text
-    for flag in ("--window", "--step", "--shuffles", "--pairwise-method", "--set-size"):
+    flags = ("--window", "--step", "--shuffles", "--listwise-method", "--first-token", "--pairwise-method")
+    for flag in (*flags, "--set-size"):
         assert flag in text
     assert "sim:DATASET" in text
     assert "works offline" in text
@@ -59,8 +60,18 @@ def test_strategy_flags_become_strategy_options_of_their_strategy_only(tmp_path:
         spec_from_flags(model="sim:dl19", strategy="listwise", strategy_options={"set_size": 3})
     pipeline = tmp_path / "p.yaml"
     pipeline.write_text("name: p\nllm: sim:dl19\nstrategy: pairwise\nstrategy_options: {top_k: 5}\n")
-    spec = spec_from_flags(pipeline=str(pipeline), strategy_options={"method": "sliding"})
+    spec = spec_from_flags(pipeline=str(pipeline), strategy_options={"pairwise_method": "sliding"})
     assert dict(spec.strategy_options) == {"top_k": 5, "method": "sliding"}
+    spec = spec_from_flags(
+        model="sim:dl19",
+        strategy="listwise",
+        strategy_options={"listwise_method": "partition", "first_token": True},
+    )
+    assert dict(spec.strategy_options) == {"method": "partition", "first_token": True}
+    with pytest.raises(UserError, match="--listwise-method is a listwise option"):
+        spec_from_flags(
+            model="sim:dl19", strategy="pairwise", strategy_options={"listwise_method": "partition"}
+        )
 
 
 @pytest.fixture

@@ -18,9 +18,9 @@ from llmrerank.outputs import BestChoice, GradeOutput, PermutationOutput, Prefer
 from llmrerank.prompts import load_prompt
 from llmrerank.strategies import Listwise, Pairwise, Pointwise, Setwise, Strategy
 from llmrerank.strategies.base import PlanContext
-from llmrerank.strategies.plan import LLMRequest
+from llmrerank.strategies.plan import Answer, LLMRequest
 from llmrerank.testing import FunctionBackend, ScriptedAnswers, drive_plan
-from llmrerank.types import Candidate
+from llmrerank.types import CallRecord, Candidate, TokenLogprob, Usage
 
 MARKER = re.compile(r"zq(\d+)zq")
 
@@ -71,6 +71,17 @@ STRATEGIES = [
     Pairwise(method="allpairs"),
     Setwise(),
     Setwise(set_size=3),
+    Listwise(method="partition"),
+    Listwise(method="partition", window=8, final_window=8),
+    Listwise(method="partition", window=8, final_window=30),
+    Listwise(window=None),
+]
+
+# plans whose answers may need a second round: first-token ranking falls back to full generation
+FALLBACK_STRATEGIES = [
+    Listwise(first_token=True),
+    Listwise(method="partition", first_token=True),
+    Listwise(method="partition", window=6, first_token=True),
 ]
 
 
@@ -117,7 +128,9 @@ def test_pairwise_asks_both_orders_and_counts_a_position_biased_judge() -> None:
     assert driven.outcome.repairs.get("inconsistent_pairs", 0) > 0 or any(driven.outcome.repairs.values())
 
 
-@pytest.mark.parametrize("strategy", [*STRATEGIES, Pointwise()], ids=lambda s: f"{s.name}-{vars(s)}")
+@pytest.mark.parametrize(
+    "strategy", [*STRATEGIES, *FALLBACK_STRATEGIES, Pointwise()], ids=lambda s: f"{s.name}-{vars(s)}"
+)
 def test_no_plan_asks_more_than_its_estimate(strategy: Strategy) -> None:
     for seed in range(5):
         items, _ = candidates(30, seed=seed)
@@ -161,3 +174,140 @@ def test_the_real_driver_over_a_function_backend_parses_caches_and_reasks(tmp_pa
     assert again.ids() == first.ids()
     assert all(call.cached for call in again.calls)
     assert len(backend.requests) == 2
+
+
+def bm25_like(n: int, seed: int = 3) -> tuple[list[Candidate], list[int]]:
+    """Relevance that mostly falls with the first-stage rank, with local disorder."""
+    rng = random.Random(seed)
+    rels = sorted(range(n), key=lambda r: -r + rng.gauss(0, n / 10))  # best first, roughly
+    return [Candidate(id=f"d{i}", text=f"passage {i} zq{r}zq") for i, r in enumerate(rels)], rels
+
+
+def test_partition_reaches_the_top_10_of_100_in_three_rounds() -> None:
+    items, rels = bm25_like(100)
+    strategy = Listwise(method="partition")
+    driven = drive_plan(strategy.plan(context(strategy, items, top_k=10)), oracle)
+    # round 1: the first window; round 2: five windows of 19 + pivot side by side; round 3: the gathered
+    assert [len(r) for r in driven.rounds] == [1, 5, 1]
+    assert [len(relevances(r.rendered.user)) for r in driven.rounds[1]] == [17] * 5  # pivot + 80 / 5
+    pivot = relevances(driven.rounds[1][0].rendered.user)[0]
+    assert all(relevances(r.rendered.user)[0] == pivot for r in driven.rounds[1])
+    order = list(driven.outcome.order)
+    assert sorted(order) == list(range(100))
+    assert order[:10] == sorted(range(100), key=lambda i: -rels[i])[:10]
+    assert driven.calls <= strategy.estimate_calls(100, 10)
+    assert driven.calls < 9
+
+
+def test_partition_ranks_a_large_gathered_set_in_one_wide_window_or_slides() -> None:
+    items, rels = candidates(100)  # shuffled: many candidates beat the first window's pivot
+    ideal = sorted(range(100), key=lambda i: -rels[i])[:10]
+    narrow = Listwise(method="partition", final_window=20)
+    sliding = drive_plan(narrow.plan(context(narrow, items, top_k=10)), oracle)
+    assert len(sliding.rounds) > 3
+    assert all(len(relevances(r.rendered.user)) <= 20 for batch in sliding.rounds for r in batch)
+    wide = Listwise(method="partition")
+    fitted = drive_plan(wide.plan(context(wide, items, top_k=10)), oracle)
+    assert [len(r) for r in fitted.rounds] == [1, 5, 1]
+    for driven in (sliding, fitted):
+        assert list(driven.outcome.order)[:10] == ideal
+
+
+def test_single_pass_is_one_window_over_every_candidate() -> None:
+    items, rels = candidates(45)
+    strategy = Listwise(window=None)
+    driven = drive_plan(strategy.plan(context(strategy, items)), oracle)
+    assert [len(r) for r in driven.rounds] == [1]
+    assert len(relevances(driven.rounds[0][0].rendered.user)) == 45
+    assert list(driven.outcome.order) == sorted(range(45), key=lambda i: -rels[i])
+    assert strategy.estimate_calls(45) == 1
+
+
+def test_single_pass_refuses_a_prompt_beyond_the_models_context() -> None:
+    from llmrerank import UserError
+
+    items, _ = candidates(100)
+    strategy = Listwise(window=None, context_tokens=500)
+    with pytest.raises(UserError, match="more than the model's context of 500"):
+        drive_plan(strategy.plan(context(strategy, items)), oracle)
+    roomy = Listwise(window=None, context_tokens=100_000)
+    assert drive_plan(roomy.plan(context(roomy, items)), oracle).calls == 1
+
+
+def first_token_answer(request: LLMRequest) -> Answer:
+    """A judge that returns the first label's logprobs, as the sim and OpenAI-style servers do."""
+    order = oracle(request)
+    assert isinstance(request.output, PermutationOutput)
+    labels = request.output.labels
+    top = {labels[i]: -0.5 * rank for rank, i in enumerate(order[:10])}
+    token = TokenLogprob(labels[order[0]], 0.0, top)
+    return Answer(request.output.parse('{"ranking": ["' + labels[order[0]] + '"'), _record(), {}, (token,))
+
+
+def _record() -> CallRecord:
+    return CallRecord(
+        "p", "s", "b", "m", Usage(), cached=False, attempts=1, reasks=0, latency_s=0.0, cache_key=""
+    )
+
+
+def step_with(plan: Any, answer: Any) -> tuple[Any, list[list[LLMRequest]]]:
+    rounds = []
+    try:
+        batch = next(plan)
+        while True:
+            rounds.append(list(batch))
+            batch = plan.send([answer(r) for r in batch])
+    except StopIteration as done:
+        return done.value, rounds
+
+
+def test_first_token_orders_each_window_by_the_first_label_logprobs() -> None:
+    items, rels = bm25_like(100)
+    strategy = Listwise(method="partition", first_token=True)
+    outcome, rounds = step_with(strategy.plan(context(strategy, items, top_k=10)), first_token_answer)
+    assert [len(r) for r in rounds] == [1, 5, 1]
+    assert all(r.logprobs and r.max_tokens <= 8 for batch in rounds for r in batch)
+    assert list(outcome.order)[:10] == sorted(range(100), key=lambda i: -rels[i])[:10]
+    assert "first_token_fallback" not in outcome.repairs
+
+
+def test_first_token_falls_back_to_full_generation_without_logprobs() -> None:
+    items, rels = candidates(30)
+    strategy = Listwise(first_token=True)
+    driven = drive_plan(strategy.plan(context(strategy, items, top_k=5)), oracle)  # no logprobs
+    # each window: a short first-token request, then the same window asked in full
+    assert [len(r) for r in driven.rounds] == [1, 1, 1, 1]
+    assert [r.logprobs for batch in driven.rounds for r in batch] == [True, False, True, False]
+    assert driven.outcome.repairs == {"first_token_fallback": 2}
+    assert list(driven.outcome.order)[:5] == sorted(range(30), key=lambda i: -rels[i])[:5]
+
+
+def test_first_token_order_reads_the_first_label_token() -> None:
+    from llmrerank.strategies._first_token import first_token_order
+
+    tokens = (TokenLogprob('{"ranking": ["', 0.0), TokenLogprob("2", -0.1, {"2": -0.1, "4": -1.0, "x": -0.5}))
+    assert first_token_order(tokens, ["1", "2", "3", "4"]) == [1, 3, 0, 2]
+    assert first_token_order((TokenLogprob("{", 0.0),), ["1", "2"]) is None
+    assert first_token_order(None, ["1", "2"]) is None
+
+
+def test_listwise_options_reach_make_strategy() -> None:
+    from llmrerank import UserError
+
+    with pytest.raises(UserError, match="partition"):
+        make_strategy("listwise", method="partition", window=None)
+    partition = make_strategy("listwise", method="partition", final_window=40, first_token=True)
+    assert isinstance(partition, Listwise)
+    assert partition.method == "partition"
+    assert partition.first_token
+    assert make_strategy("listwise", window=None).estimate_calls(100) == 1
+
+
+@pytest.mark.parametrize(
+    "strategy", [s for s in STRATEGIES + FALLBACK_STRATEGIES if s.name == "listwise"], ids=str
+)
+def test_listwise_estimates_bound_100_to_10(strategy: Strategy) -> None:
+    for seed in range(5):
+        items, _ = candidates(100, seed=seed)
+        driven = drive_plan(strategy.plan(context(strategy, items, top_k=10)), oracle)
+        assert driven.calls <= strategy.estimate_calls(100, 10)

@@ -37,6 +37,9 @@ def ideal_scores(qrels: dict[str, dict[str, int]], query: TrecQuery, depth: int)
         (Pointwise(), 100),
         (Listwise(), 100),
         (Listwise(shuffles=2), 50),
+        (Listwise(method="partition"), 100),
+        (Listwise(window=None), 100),
+        (Listwise(method="partition", first_token=True), 100),
         (Pairwise(method="allpairs"), 20),
         (Pairwise(method="heapsort"), 100),
         (Pairwise(method="sliding"), 30),
@@ -141,3 +144,28 @@ def test_bad_strategy_options_are_user_errors() -> None:
         Pairwise(method="bubble")
     with pytest.raises(UserError, match="set_size"):
         Setwise(set_size=1)
+
+
+def test_first_token_listwise_over_the_sdk_reads_logprobs_or_falls_back(
+    dl19: tuple[list[TrecQuery], dict[str, dict[str, int]]], dl19_judge_server: WireServer
+) -> None:
+    queries, _ = dl19
+    query = queries[0]
+    strategy = Listwise(method="partition", first_token=True)
+    full = Listwise(method="partition")
+    url = dl19_judge_server.openai_base_url
+    with (
+        OpenAIBackend("judge", base_url=url) as with_logprobs,
+        OpenAIBackend("judge", base_url=url, logprobs=False) as without,
+    ):
+        fast = LLMReranker(with_logprobs, strategy=strategy).rerank(query.query, query.candidates, top_k=10)
+        slow = LLMReranker(without, strategy=strategy).rerank(query.query, query.candidates, top_k=10)
+        reference = LLMReranker(with_logprobs, strategy=full).rerank(query.query, query.candidates, top_k=10)
+    assert fast.rounds == 3
+    assert "first_token_fallback" not in fast.repairs
+    assert fast.usage.completion_tokens < reference.usage.completion_tokens
+    assert fast.ids()[:10] == reference.ids()[:10]
+    # without logprobs every window is asked again in full: twice the calls, counted
+    assert len(slow.calls) == 2 * len(fast.calls)
+    assert slow.repairs["first_token_fallback"] == len(fast.calls)
+    assert slow.ids()[:10] == reference.ids()[:10]

@@ -3,7 +3,7 @@
 * ``openai:MODEL`` (with ``base_url=`` for any OpenAI-compatible server)
 * ``anthropic:MODEL``
 * ``local:`` or ``local:PATH.gguf``: a llama.cpp server started and managed by llmrerank
-* ``sim:dl19`` or ``sim:dl19@0.1``: the simulated judge of ``llmrerank.testing``
+* ``sim:dl19``, ``sim:dl19@1.0`` or ``sim:dl19@1.0,bias=0.2``: the simulated judge of ``llmrerank.testing``
 * anything added with ``register_backend`` or the ``llmrerank.backends`` entry points
 
 The wire format is one class per API (``OpenAIBackend``, ``AnthropicBackend``); where it

@@ -135,33 +135,51 @@ def spec_from_flags(
         spec = spec.with_changes(retry=RetryPolicy(max_attempts=attempts or DEFAULT_ATTEMPTS))
     if spec.llm is None and not spec.narrow_with:
         raise UserError("give --model, --narrow-with, --pipeline, or a combination")
-    given = {k: v for k, v in (strategy_options or {}).items() if v is not None}
-    for key in given:
-        owner = next(name for name, keys in STRATEGY_FLAGS.items() if key in keys)
+    given = {k: v for k, v in (strategy_options or {}).items() if v is not None and v is not False}
+    options: dict[str, Any] = {}
+    for parameter, value in given.items():
+        owner, key = STRATEGY_FLAGS[parameter]
         if owner != spec.strategy:
-            flag = "--pairwise-method" if key == "method" else "--" + key.replace("_", "-")
+            flag = "--" + parameter.replace("_", "-")
             raise UserError(f"{flag} is a {owner} option; the strategy is {spec.strategy}")
-    if given:
-        spec = spec.with_changes(strategy_options={**spec.strategy_options, **given})
+        options[key] = value
+    if options:
+        spec = spec.with_changes(strategy_options={**spec.strategy_options, **options})
     return spec
 
 
+# flag parameter -> (the strategy it belongs to, its option name)
 STRATEGY_FLAGS = {
-    "listwise": ("window", "step", "shuffles"),
-    "pairwise": ("method",),
-    "setwise": ("set_size",),
+    "window": ("listwise", "window"),
+    "step": ("listwise", "step"),
+    "shuffles": ("listwise", "shuffles"),
+    "listwise_method": ("listwise", "method"),
+    "first_token": ("listwise", "first_token"),
+    "pairwise_method": ("pairwise", "method"),
+    "set_size": ("setwise", "set_size"),
 }
 
 
 def strategy_option_flags(command: Callable[..., None]) -> Callable[..., None]:
-    """--window/--step/--shuffles (listwise), --pairwise-method, --set-size (setwise)."""
+    """--window/--step/--shuffles/--listwise-method/--first-token (listwise),
+    --pairwise-method, --set-size (setwise)."""
     flags = [
         click.option("--window", type=int, help="listwise: passages per call [20]."),
         click.option("--step", type=int, help="listwise: how far the window slides [10]."),
         click.option("--shuffles", type=int, help="listwise: extra passes from shuffled orders, fused [0]."),
         click.option(
+            "--listwise-method",
+            type=click.Choice(["sliding", "partition"]),
+            help="listwise: sliding window, or top-down partitioning (100 → 10 in 3 rounds) [sliding].",
+        ),
+        click.option(
+            "--first-token",
+            is_flag=True,
+            default=None,
+            help="listwise: order each window by the first label's logprobs (one output token).",
+        ),
+        click.option(
             "--pairwise-method",
-            "method",
             type=click.Choice(["heapsort", "sliding", "allpairs"]),
             help="pairwise: how comparisons are chosen [heapsort].",
         ),

@@ -14,7 +14,7 @@ from ._app import main
 __all__ = ["serve"]
 
 
-@main.command()
+@main.command(short_help="Serve pipelines on Cohere's /v1/rerank and /v2/rerank API.")
 @click.option(
     "--config",
     "config_path",

@@ -32,13 +32,15 @@ def query_bound(spec: PipelineSpec) -> QueryBound | None:
     from ..strategies import make_strategy
 
     strategy = make_strategy(spec.strategy, **spec.strategy_options)
-    per_call_passages = {"pointwise": 1, "pairwise": 2}.get(
-        spec.strategy,
-        int(spec.strategy_options.get("window", spec.strategy_options.get("set_size", 4))),
-    )
+    window = spec.strategy_options.get("window", 20)  # listwise; None: one pass over every candidate
 
     def bound(query: EvalQuery) -> tuple[int, int]:
         n = min([len(query.candidates), *spec.narrow_to]) if spec.narrow_to else len(query.candidates)
+        per_call_passages = {
+            "pointwise": 1,
+            "pairwise": 2,
+            "listwise": n if window is None else int(window),
+        }.get(spec.strategy, int(spec.strategy_options.get("set_size", 4)))
         calls = strategy.estimate_calls(n, spec.top_k)
         words = sum(len(c.text.split()) for c in query.candidates[:n]) / max(1, n)
         return calls, int(calls * (250 + 1.4 * words * min(per_call_passages, n)))

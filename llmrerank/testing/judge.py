@@ -4,9 +4,12 @@ It is a ``WireServer`` handler, so strategies are tested and benchmarked through
 SDKs over HTTP. It reads the prompt contract every shipped template follows — the query in
 ``<query>…</query>``, each passage in ``<passage id="LABEL">…</passage>`` — and the task
 from the requested output schema (or a ``Task: NAME`` line in the system prompt).
-With ``error_rate`` > 0 an answer is corrupted with that probability (in a permutation,
-each adjacent pair is swapped with that probability); the randomness is seeded by the
-request itself, so answers do not depend on call order or concurrency.
+Every answer comes from one noise model (``latent.LatentJudgement``): each pair's perceived
+relevance is its label + ``sigma`` · N(0, 1), fixed per pair, plus an optional
+``position_bias`` (the probability of preferring what is shown first). Randomness is seeded
+by the pair or the request, so answers do not depend on call order or concurrency. Asked
+for logprobs (OpenAI ``logprobs``/``top_logprobs``), a permutation reply carries the first
+label's top alternatives, for first-token scoring.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .latent import LatentJudgement
 from .server import Reply, WireRequest
 
 __all__ = ["SimulatedJudge", "normalise", "parse_prompt"]
@@ -48,11 +52,12 @@ class SimulatedJudge:
         self,
         labels: Mapping[tuple[str, str], int],
         *,
-        error_rate: float = 0.0,
+        sigma: float = 0.0,
+        position_bias: float = 0.0,
         seed: int = 0,
         max_label: int = 3,
     ) -> None:
-        self.error_rate = error_rate
+        self.model = LatentJudgement(sigma=sigma, position_bias=position_bias, seed=seed)
         self.seed = seed
         self.max_label = max_label
         # exact text first; a prefix for passages the prompt truncated
@@ -104,47 +109,72 @@ class SimulatedJudge:
         with self._lock:
             self.calls[task] += 1
         query, texts = parse_prompt(request.user_text)
-        passages = [(label, self.relevance(query, text)) for label, text in texts]
+        query_key = " ".join(query.split())
+        passages = [
+            (label, self.model.perceived(query_key, normalise(text)[:_PREFIX], self.relevance(query, text)))
+            for label, text in texts
+        ]
         rng = self._rng(request)
-        noisy = rng.random() < self.error_rate
-        answer = self._answer(task, passages, request.schema, rng, noisy)
-        text = json.dumps(answer)
-        return Reply(text, prompt_tokens=max(1, request.prompt_words), completion_tokens=len(text.split()))
+        answer, first_label_top = self._answer(task, passages, request.schema, rng)
+        text = _cut(
+            json.dumps(answer), request.body.get("max_tokens") or request.body.get("max_completion_tokens")
+        )
+        logprobs = None
+        if first_label_top is not None and request.body.get("logprobs"):
+            logprobs = _permutation_logprobs(
+                text, first_label_top, int(request.body.get("top_logprobs") or 1)
+            )
+        return Reply(
+            text,
+            prompt_tokens=max(1, request.prompt_words),
+            completion_tokens=len(text.split()),
+            logprobs=logprobs,
+        )
 
     def _answer(
         self,
         task: str,
-        passages: list[tuple[str, int]],
+        passages: list[tuple[str, float]],
         schema: Mapping[str, Any] | None,
         rng: random.Random,
-        noisy: bool,
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], list[tuple[str, float]] | None]:
         labels = [label for label, _ in passages]
+        scores = [score for _, score in passages]
         if task == "relevance_grade":
             grades = _grade_scale(schema) or list(range(self.max_label + 1))
-            rel = passages[0][1] if passages else 0
-            position = round(rel / self.max_label * (len(grades) - 1)) if self.max_label else 0
-            grade = rng.choice(grades) if noisy else grades[position]
-            return {"grade": grade}
+            score = scores[0] if scores else 0.0
+            return {"grade": self.model.grade(score, self.max_label, grades)}, None
         if task == "permutation":
-            order = [label for label, _ in sorted(passages, key=lambda p: -p[1])]
-            # noise: each adjacent pair is swapped with probability error_rate
-            for i in range(len(order) - 1):
-                if rng.random() < self.error_rate:
-                    order[i], order[i + 1] = order[i + 1], order[i]
-            return {"ranking": order}
+            order = self.model.order(scores, rng)
+            first_token = self.model.first_token_logprobs(scores, order)
+            return {"ranking": [labels[i] for i in order]}, [
+                (labels[i], lp) for i, lp in zip(order, first_token, strict=True)
+            ]
         if task == "preference":
-            first, second = passages[0][1], passages[1][1]
-            winner = "A" if first >= second else "B"
-            if noisy:
-                winner = "B" if winner == "A" else "A"
-            return {"winner": winner}
+            first_wins = self.model.prefer_first(scores[0], scores[1], rng)
+            return {"winner": "A" if first_wins else "B"}, None
         if task == "best_choice":
-            best = max(range(len(passages)), key=lambda i: (passages[i][1], -i))
-            if noisy and len(labels) > 1:
-                best = rng.choice([i for i in range(len(labels)) if i != best])
-            return {"best": labels[best]}
-        return {"error": f"unknown task {task!r}"}
+            return {"best": labels[self.model.best(scores, rng)]}, None
+        return {"error": f"unknown task {task!r}"}, None
+
+
+def _cut(text: str, max_tokens: Any) -> str:
+    """A reply cut at ``max_tokens`` (whitespace words), as a model stops at its limit."""
+    words = text.split(" ")
+    return " ".join(words[: int(max_tokens)]) if max_tokens and len(words) > int(max_tokens) else text
+
+
+def _permutation_logprobs(text: str, top: list[tuple[str, float]], n_top: int) -> list[dict[str, Any]]:
+    """OpenAI-shaped token entries for ``{"ranking": ["L1", ...]}``: the text before the
+    first label, the first label with its top alternatives, and the rest."""
+    first_label, first_logprob = top[0]
+    head, _, tail = text.partition(f'"{first_label}"')
+    alternatives = [{"token": label, "logprob": lp, "bytes": None} for label, lp in top[: max(1, n_top)]]
+    return [
+        {"token": head + '"', "logprob": 0.0, "bytes": None, "top_logprobs": []},
+        {"token": first_label, "logprob": first_logprob, "bytes": None, "top_logprobs": alternatives},
+        {"token": '"' + tail, "logprob": 0.0, "bytes": None, "top_logprobs": []},
+    ]
 
 
 def parse_prompt(user: str) -> tuple[str, list[tuple[str, str]]]:
