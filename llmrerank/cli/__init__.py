@@ -5,12 +5,12 @@ One module per command (group); each registers itself on ``main``.
 
 from __future__ import annotations
 
-from . import cache, demo, prompts, rerank
+from . import cache, demo, index, prompts, rerank
 from ._app import main
 
 __all__ = ["main"]
 
-del cache, demo, prompts, rerank
+del cache, demo, index, prompts, rerank
 
 
 def _attach_optional_groups() -> None:

@@ -145,7 +145,9 @@ def export(model: Any, output: str, target: Path, quantize: str) -> None:
             quiet = _QuietRootLogger()  # the quantiser logs a pre-processing hint on root
             logging.getLogger().addFilter(quiet)
             try:
-                quantize_dynamic(staging / "model.onnx", staging / "model.int8.onnx", weight_type=QuantType.QInt8)
+                quantize_dynamic(
+                    staging / "model.onnx", staging / "model.int8.onnx", weight_type=QuantType.QInt8
+                )
             finally:
                 logging.getLogger().removeFilter(quiet)
             (staging / "model.int8.onnx").replace(staging / "model.onnx")
@@ -171,7 +173,13 @@ class OnnxEncoder:
     texts (bi-encoder) or (query, passage) pairs (cross-encoder) and returns one row each."""
 
     def __init__(
-        self, folder: Path, *, max_seq_length: int | None, threads: int | None, max_batch_tokens: int, batch_size: int
+        self,
+        folder: Path,
+        *,
+        max_seq_length: int | None,
+        threads: int | None,
+        max_batch_tokens: int,
+        batch_size: int,
     ) -> None:
         onnxruntime = import_onnxruntime()
         from tokenizers import Tokenizer

@@ -70,12 +70,12 @@ def quiet_loading() -> Iterator[None]:
         yield
         return
     was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     try:
         yield
     finally:
         if was_enabled:
-            hf_logging.enable_progress_bar()
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 class TorchRuntime:
@@ -217,7 +217,11 @@ class EncoderStage:
                 self._model = self._build()
                 self.load_s = time.perf_counter() - started
                 logger.info(
-                    "loaded %s %s (%s) in %.2f s", self.kind, self.model_name, self.backend_in_use, self.load_s
+                    "loaded %s %s (%s) in %.2f s",
+                    self.kind,
+                    self.model_name,
+                    self.backend_in_use,
+                    self.load_s,
                 )
             return self._model
 

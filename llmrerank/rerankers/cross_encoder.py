@@ -13,6 +13,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from ..settings import assets_dir
@@ -69,7 +70,7 @@ class CrossEncoderReranker(EncoderStage):
         quantize: str = "none",
         threads: int | None = None,
         max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
-        onnx_cache_dir: str | None = None,
+        onnx_cache_dir: str | Path | None = None,
     ) -> None:
         super().__init__(
             model or default_cross_encoder(),

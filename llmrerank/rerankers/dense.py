@@ -15,11 +15,12 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from ..cache import BestEffortCache, DiskCache
-from ..types import Candidate, CandidateLike, Ranking, as_candidates
 from ..errors import CandidateError
+from ..types import Candidate, CandidateLike, Ranking, as_candidates
 from ._onnx import TextInput
 from ._sentence_transformers import DEFAULT_MAX_BATCH_TOKENS, EncoderStage
 from .protocol import ranking_from_scores
@@ -77,7 +78,7 @@ class DenseReranker(EncoderStage):
         quantize: str = "none",
         threads: int | None = None,
         max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
-        onnx_cache_dir: str | None = None,
+        onnx_cache_dir: str | Path | None = None,
         embedding_lookup: Callable[[Sequence[Candidate]], Sequence[Any]] | None = None,
         model_id: str | None = None,
     ) -> None:
@@ -174,7 +175,8 @@ class DenseReranker(EncoderStage):
             labelled = item.metadata.get("embedding_model")
             if labelled is not None and labelled != self.model_id:
                 raise CandidateError(
-                    f"candidate {item.id!r}: embedding is from {labelled!r}, this stage uses {self.model_id!r}"
+                    f"candidate {item.id!r}: embedding is from {labelled!r}, "
+                    f"this stage uses {self.model_id!r}"
                 )
             try:
                 vector = np.asarray(raw, dtype=np.float32)
@@ -182,7 +184,8 @@ class DenseReranker(EncoderStage):
                 raise CandidateError(f"candidate {item.id!r}: embedding is not a vector of numbers") from exc
             if vector.shape != (dimension,):
                 raise CandidateError(
-                    f"candidate {item.id!r}: embedding has shape {vector.shape}, the model gives ({dimension},)"
+                    f"candidate {item.id!r}: embedding has shape {vector.shape}, "
+                    f"the model gives ({dimension},)"
                 )
             norm = float(np.linalg.norm(vector))
             if not np.isfinite(norm) or norm == 0:
