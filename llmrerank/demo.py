@@ -76,6 +76,8 @@ def _run(ranking: Ranking) -> dict[str, float]:
     return {item.id: item.score for item in ranking}
 
 
+# backend "auto": ONNX Runtime fp32 on a CPU when llmrerank[onnx] is installed (the same
+# nDCG@10 as torch, 2-3x faster here; see evals/bench/README.md), torch on a GPU
 LOCAL_STAGES = ("dense:", "cross-encoder:")
 
 
@@ -112,6 +114,10 @@ def run_demo(
     local: dict[str, tuple[Reranker, DemoRow]] = {}
     for spec in specs:
         stage = build_stage(spec, cache=cache)
+        load = getattr(stage, "load", None)
+        if load is not None:  # timed apart, so the first query's latency is the stage's own
+            seconds = load()
+            echo(f"loaded {stage.name} ({getattr(stage, 'backend_in_use', '?')}) in {seconds:.1f}s")
         local[spec] = (stage, _local_row(stage, golden))
     local_scores = dict(zip(local, _score_rows(golden, [row for _, row in local.values()]), strict=True))
     best = max(local, key=lambda spec: local_scores[spec]["ndcg@10"])

@@ -1,16 +1,20 @@
-"""Local stages on this CPU: cross-encoder throughput, dense encoding with a cold and a warm
-embedding cache, and the cascade's latency broken down by stage.
+"""Local stages on this CPU, per backend: speed, quality, and the cascade end to end.
 
-1. Cross-encoder, 50 DL19 candidates a query, ``max_length`` 256 and 512, in one run and
-   interleaved: ``CrossEncoderReranker.rerank`` vs a plain ``CrossEncoder.predict`` on the
-   same model and pairs, and vs ``predict`` fed one batch at a time (so nothing is sorted
-   across batches: what length sorting buys).
-2. Bi-encoder (all-MiniLM-L6-v2) over 100 candidates a query: no cache, cold cache, warm
-   cache (passages/s; a warm cache encodes only the query).
-3. Cascade dense 100 → 50 → cross-encoder 50 → 20 → LLM (simulated judge behind the local
-   server, 100 ms a call) → 5: median latency of each stage.
+Configurations: ``torch`` (sentence-transformers, the reference), ``onnx`` (ONNX Runtime,
+fp32) and ``onnx-int8`` (dynamic int8 weights), for both stages.
 
-    python evals/bench/bench_local_stages.py [--queries 5] [--repeats 3] [--out ...]
+1. Speed, in one run with the configurations interleaved query by query (so load from
+   other processes hits all alike; compare ratios): the bi-encoder over 100 DL19 candidates
+   (no embedding cache: every passage encoded), the bi-encoder with the passages' embeddings
+   given (only the query encoded), the cross-encoder over 50. Per configuration: load time
+   (first with an empty export cache: export included; then from the cache), p50/p95 per
+   query and passages/s.
+2. Quality: nDCG@10 of each configuration reranking BM25's top 100 (dense) and top 50
+   (cross-encoder) on DL19 and DL20.
+3. The cascade dense 100 → 50 → cross-encoder 50 → 20 → LLM (simulated judge, ``--delay``
+   a call) → 5 with each configuration on both stages: p50 per stage and in total.
+
+    python evals/bench/bench_local_stages.py [--queries 10] [--repeats 3] [--out ...]
 """
 
 from __future__ import annotations
@@ -22,137 +26,128 @@ import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
-from functools import partial
-from pathlib import Path
 from typing import Any
 
-from llmrerank import Cascade, CrossEncoderReranker, DenseReranker, DiskCache, LLMReranker, Stage
-from llmrerank.evaluation.datasets import load_dataset
-from llmrerank.rerankers.cross_encoder import default_cross_encoder
+from llmrerank import Cascade, CrossEncoderReranker, DenseReranker, LLMReranker, Stage
+from llmrerank.evaluation.datasets import GoldenSet, load_dataset
+from llmrerank.evaluation.metrics import evaluate
 from llmrerank.testing import simulated_backend
 
-
-def _timed(fn: Callable[[], Any]) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
+CONFIGS = {"torch": ("torch", "none"), "onnx": ("onnx", "none"), "onnx-int8": ("onnx", "int8")}
+STAGES = {"dense": (DenseReranker, 100), "cross-encoder": (CrossEncoderReranker, 50)}
 
 
-def _rerank_all(reranker: Any, queries: list[tuple[str, list[str]]]) -> None:
-    for query, texts in queries:
-        reranker.rerank(query, texts)
+def build(stage: str, config: str, export_dir: str) -> Any:
+    backend, quantize = CONFIGS[config]
+    cls, _ = STAGES[stage]
+    return cls(device="cpu", backend=backend, quantize=quantize, onnx_cache_dir=export_dir)
 
 
-def _predict_all(
-    model: Any, queries: list[tuple[str, list[str]]], batch: int, activation: Any, *, chunked: bool
-) -> None:
-    """Plain ``CrossEncoder.predict``; ``chunked`` feeds it one batch at a time, so its own
-    length sorting cannot act across batches (what an unsorted implementation pays)."""
-    for query, texts in queries:
-        pairs = [(query, t) for t in texts]
-        step = batch if chunked else len(pairs)
-        for start in range(0, len(pairs), step):
-            model.predict(pairs[start : start + step], batch_size=batch, activation_fn=activation)
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def cross_encoder(queries: list[tuple[str, list[str]]], repeats: int) -> list[dict[str, Any]]:
-    import torch
-    from sentence_transformers import CrossEncoder
-
-    rows = []
-    pairs_total = sum(len(texts) for _, texts in queries)
-    for max_length in (256, 512):
-        ours = CrossEncoderReranker(default_cross_encoder(), device="cpu", max_length=max_length)
-        plain = CrossEncoder(default_cross_encoder(), device="cpu", max_length=max_length)
-        identity = torch.nn.Identity()
-        batch = ours.batch_size
-
-        run_ours = partial(_rerank_all, ours, queries)
-        run_plain = partial(_predict_all, plain, queries, batch, identity, chunked=False)
-        run_unsorted = partial(_predict_all, plain, queries, batch, identity, chunked=True)
-
-        run_ours()  # warm-up: model load, first allocations
-        run_plain()
-        times: dict[str, list[float]] = {"ours": [], "plain": [], "unsorted": []}
-        for _ in range(repeats):
-            times["ours"].append(_timed(run_ours))
-            times["plain"].append(_timed(run_plain))
-            times["unsorted"].append(_timed(run_unsorted))
-        median = {k: statistics.median(v) for k, v in times.items()}
-        truncated = sum(ours.rerank(q, t).truncated for q, t in queries)
-        rows.append(
-            {
-                "max_length": max_length,
-                "pairs": pairs_total,
-                "truncated_pairs": truncated,
-                "pairs_per_s_llmrerank": round(pairs_total / median["ours"], 1),
-                "pairs_per_s_plain_predict": round(pairs_total / median["plain"], 1),
-                "pairs_per_s_unsorted_batches": round(pairs_total / median["unsorted"], 1),
-                "ratio_llmrerank_over_plain": round(median["plain"] / median["ours"], 3),
-                "ratio_sorted_over_unsorted": round(median["unsorted"] / median["plain"], 3),
-            }
-        )
-        print(json.dumps(rows[-1]), flush=True)
-    return rows
-
-
-def dense(queries: list[tuple[str, list[str]]], repeats: int) -> dict[str, Any]:
-    passages = sum(len(texts) for _, texts in queries)
-    encoder = DenseReranker(device="cpu")  # one loaded model; only its cache changes
-    encoder.rerank(*queries[0])  # warm-up
-
-    def run() -> None:
-        for query, texts in queries:
-            encoder.rerank(query, texts)
-
-    no_cache = statistics.median(_timed(run) for _ in range(repeats))
-    cold, warm = [], []
-    for _ in range(repeats):
-        with tempfile.TemporaryDirectory() as directory:
-            encoder.cache = DiskCache(directory)
-            encoder.cache_hits = encoder.cache_misses = 0
-            cold.append(_timed(run))
-            warm.append(_timed(run))
-            hits, misses = encoder.cache_hits, encoder.cache_misses
-            encoder.cache.close()
-            encoder.cache = None
-    result = {
-        "passages": passages,
-        "passages_per_s_no_cache": round(passages / no_cache, 1),
-        "passages_per_s_cold_cache": round(passages / statistics.median(cold), 1),
-        "passages_per_s_warm_cache": round(passages / statistics.median(warm), 1),
-        "warm_over_cold": round(statistics.median(cold) / statistics.median(warm), 2),
-        "cache_hits_last_repeat": hits,
-        "cache_misses_last_repeat": misses,
+def summary(latencies: list[float], passages_per_query: int) -> dict[str, float]:
+    return {
+        "p50_s": round(statistics.median(latencies), 4),
+        "p95_s": round(percentile(latencies, 0.95), 4),
+        "passages_per_s": round(passages_per_query * len(latencies) / sum(latencies), 1),
     }
-    print(json.dumps(result), flush=True)
+
+
+def speed(golden: GoldenSet, repeats: int, export_dir: str) -> dict[str, Any]:
+    stages: dict[str, Any] = {}
+    loads: dict[str, dict[str, float]] = {}
+    for stage in STAGES:
+        for config in CONFIGS:
+            key = f"{stage}/{config}"
+            first = build(stage, config, export_dir)
+            cold = first.load()
+            again = build(stage, config, export_dir)  # export cached now: load only
+            loads[key] = {"first_load_s": round(cold, 2), "cached_load_s": round(again.load(), 2)}
+            stages[key] = again
+            print(json.dumps({key: loads[key]}), flush=True)
+    # the passages' own embeddings, as a vector store would hand them over
+    with_embeddings: dict[str, list[list[dict[str, Any]]]] = {}
+    for config in CONFIGS:
+        encoder = stages[f"dense/{config}"]
+        rows = []
+        for query in golden.queries:
+            texts = [c.text for c in query.candidates[:100]]
+            vectors = encoder.embed_passages(texts)
+            rows.append(
+                [
+                    {"id": c.id, "text": c.text, "embedding": v.tolist()}
+                    for c, v in zip(query.candidates[:100], vectors, strict=True)
+                ]
+            )
+        with_embeddings[config] = rows
+    latencies: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        for number, query in enumerate(golden.queries):
+            for key, stage in stages.items():
+                depth = STAGES[key.split("/")[0]][1]
+                candidates = [{"id": c.id, "text": c.text} for c in query.candidates[:depth]]
+                started = time.perf_counter()
+                stage.rerank(query.query, candidates)
+                latencies.setdefault(key, []).append(time.perf_counter() - started)
+            for config in CONFIGS:
+                stage = stages[f"dense/{config}"]
+                started = time.perf_counter()
+                stage.rerank(query.query, with_embeddings[config][number])
+                latencies.setdefault(f"dense+precomputed/{config}", []).append(time.perf_counter() - started)
+    result = {}
+    for key, values in latencies.items():
+        depth = 50 if key.startswith("cross") else 100
+        result[key] = {**summary(values, depth), **loads.get(key, {})}
+        print(json.dumps({key: result[key]}), flush=True)
     return result
 
 
-def cascade(queries: list[tuple[str, list[str]]], delay_s: float) -> dict[str, Any]:
-    llm = LLMReranker(simulated_backend("dl19", delay_s=delay_s), strategy="listwise")
+def quality(names: list[str], limit: int | None, configs: list[str], export_dir: str) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for name in names:
+        golden = load_dataset(name, limit=limit)
+        for stage_name, (_, depth) in STAGES.items():
+            for config in configs:
+                stage = build(stage_name, config, export_dir)
+                run = {}
+                for query in golden.queries:
+                    ranking = stage.rerank(query.query, list(query.candidates[:depth]))
+                    run[query.qid] = {item.id: float(len(ranking) - i) for i, item in enumerate(ranking)}
+                means, _ = evaluate(golden.qrels, run, ["ndcg@10"], rel_threshold=golden.rel_threshold)
+                key = f"{name}/{stage_name}/{config}"
+                result[key] = {"ndcg@10": round(means["ndcg@10"], 4), "queries": len(golden.queries)}
+                print(json.dumps({key: result[key]}), flush=True)
+    return result
+
+
+def cascade(golden: GoldenSet, delay_s: float, configs: dict[str, str], export_dir: str) -> dict[str, Any]:
     pipeline = Cascade(
         [
-            Stage(DenseReranker(device="cpu"), keep=50),
-            Stage(CrossEncoderReranker(device="cpu"), keep=20),
-            Stage(llm, keep=5),
+            Stage(build("dense", configs["dense"], export_dir), keep=50),
+            Stage(build("cross-encoder", configs["cross-encoder"], export_dir), keep=20),
+            Stage(LLMReranker(simulated_backend("dl19", delay_s=delay_s), strategy="listwise"), keep=5),
         ]
     )
-    pipeline.rerank(*queries[0])  # warm-up: model loads
+    first = golden.queries[0]
+    pipeline.rerank(first.query, list(first.candidates[:100]))  # model loads
     per_stage: dict[str, list[float]] = {}
     totals = []
-    for query, texts in queries:
+    for query in golden.queries:
         started = time.perf_counter()
-        ranking = pipeline.rerank(query, texts)
+        ranking = pipeline.rerank(query.query, list(query.candidates[:100]))
         totals.append(time.perf_counter() - started)
         for report in ranking.stages:
             per_stage.setdefault(report.name, []).append(report.latency_s)
     result = {
-        "stages": "dense 100→50, cross-encoder 50→20, LLM listwise 20→5 (simulated, "
-        f"{delay_s * 1000:.0f} ms/call)",
-        "median_latency_s": {name: round(statistics.median(v), 4) for name, v in per_stage.items()},
-        "median_total_s": round(statistics.median(totals), 4),
+        "configs": configs,
+        "stages": "dense 100→50, cross-encoder 50→20, LLM listwise 20→5 "
+        f"(simulated, {delay_s * 1000:.0f} ms/call)",
+        "p50_latency_s": {name: round(statistics.median(v), 4) for name, v in per_stage.items()},
+        "p50_total_s": round(statistics.median(totals), 4),
+        "p95_total_s": round(percentile(totals, 0.95), 4),
     }
     print(json.dumps(result), flush=True)
     return result
@@ -160,25 +155,42 @@ def cascade(queries: list[tuple[str, list[str]]], delay_s: float) -> dict[str, A
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--queries", type=int, default=5)
+    parser.add_argument("--queries", type=int, default=10, help="DL19 queries for the speed runs")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quality-limit", type=int, default=None, help="queries per dataset (all)")
     parser.add_argument("--delay", type=float, default=0.1)
+    parser.add_argument("--quality-configs", default=",".join(CONFIGS))
+    parser.add_argument("--sections", default="speed,quality,cascade")
     parser.add_argument("--out", default="evals/bench/results/local_stages.json")
     args = parser.parse_args()
+    sections = set(args.sections.split(","))
     golden = load_dataset("dl19", limit=args.queries)
-    top50 = [(q.query, [c.text for c in q.candidates[:50]]) for q in golden.queries]
-    top100 = [(q.query, [c.text for c in q.candidates[:100]]) for q in golden.queries]
-    result = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "device": "cpu"},
+    result: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "device": "cpu",
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        },
         "queries": args.queries,
         "repeats": args.repeats,
-        "cross_encoder": cross_encoder(top50, args.repeats),
-        "dense": dense(top100, args.repeats),
-        "cascade": cascade(top100, args.delay),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    with tempfile.TemporaryDirectory() as export_dir:
+        if "speed" in sections:
+            result["speed"] = speed(golden, args.repeats, export_dir)
+        if "quality" in sections:
+            configs = args.quality_configs.split(",")
+            result["quality"] = quality(["dl19", "dl20"], args.quality_limit, configs, export_dir)
+        if "cascade" in sections:
+            result["cascade"] = {
+                config: cascade(golden, args.delay, {"dense": config, "cross-encoder": config}, export_dir)
+                for config in CONFIGS
+            }
+    result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    out = args.out
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as handle:
+        handle.write(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,20 +1,31 @@
-"""What the local encoder stages share: a lazy, thread-safe model on the chosen device
-(CUDA in half precision, then Apple MPS, then CPU) and the ``rerank``/``arerank`` verbs."""
+"""What the local encoder stages share: a lazy, thread-safe model loaded once per stage on
+the chosen device and backend, and the ``rerank``/``arerank`` verbs.
+
+Backends: ``torch`` (sentence-transformers; the reference, and the choice on a GPU) and
+``onnx`` (ONNX Runtime on CPU, optionally with int8 weights; see ``_onnx``). ``auto`` picks
+torch on CUDA or MPS, else ONNX when its extra is installed, else torch.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
 from ..types import Candidate, CandidateLike, Ranking, as_candidates
+from . import _onnx
 
 logger = logging.getLogger("llmrerank")
 
 INSTALL_HINT = 'local models need `pip install "llmrerank[local]"` (sentence-transformers)'
+BACKENDS = ("auto", "torch", "onnx")
+DEFAULT_MAX_BATCH_TOKENS = 8192
 
 
 def import_sentence_transformers() -> Any:
@@ -38,41 +49,187 @@ def resolve_device(device: str) -> str:
     return "cpu"
 
 
+def resolve_backend(backend: str, device: str) -> str:
+    if backend != "auto":
+        return backend
+    if device != "cpu":
+        return "torch"
+    try:
+        _onnx.import_onnxruntime()
+    except UserError:
+        return "torch"
+    return "onnx"
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """No "Loading weights" progress bar from transformers on the caller's terminal."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        yield
+        return
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
+
+
+class TorchRuntime:
+    """A sentence-transformers model behind the same ``run``/``count_truncated`` as ONNX."""
+
+    def __init__(self, model: Any, stage: EncoderStage) -> None:
+        self.st = model
+        self.stage = stage
+
+    @property
+    def max_seq_length(self) -> int:
+        return int(self.st.max_seq_length)
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.st.tokenizer
+
+    def run(self, inputs: Sequence[_onnx.TextInput]) -> Any:
+        return self.stage._torch_run(self.st, inputs)
+
+    def count_truncated(self, inputs: Sequence[_onnx.TextInput]) -> int:
+        if not inputs:
+            return 0
+        if isinstance(inputs[0], tuple):
+            firsts, seconds = zip(*inputs, strict=True)
+            encoded = self.st.tokenizer(list(firsts), list(seconds), truncation=False, verbose=False)
+        else:
+            encoded = self.st.tokenizer(list(inputs), truncation=False, verbose=False)
+        return sum(len(ids) > self.max_seq_length for ids in encoded["input_ids"])
+
+
+Runtime = TorchRuntime | _onnx.OnnxEncoder
+
+
 class EncoderStage:
-    """Base of the local stages. Subclasses build the model in ``_load`` and rank a
-    non-empty candidate list in ``_rank``; the model loads on first use, once."""
+    """Base of the local stages. Subclasses load their sentence-transformers model in
+    ``_load``, run it in ``_torch_run`` and rank a non-empty list in ``_rank``; the model loads
+    on first use (or on ``load()``), once, and ``load_s`` records how long that took.
+
+    ``threads``: intra-op threads (default: the cores this process may use; for torch it sets
+    ``torch.set_num_threads``, which is process-wide). ``max_batch_tokens``: ONNX batches are
+    formed shortest first up to this many padded tokens (and ``batch_size`` inputs).
+    """
 
     uses_llm = False
     kind = "local model"
+    onnx_output = ""
 
-    def __init__(self, model_name: str, *, device: str, batch_size: int, name: str) -> None:
+    def __init__(
+        self,
+        model_name: str,
+        *,
+        device: str,
+        batch_size: int,
+        name: str,
+        backend: str = "auto",
+        quantize: str = "none",
+        threads: int | None = None,
+        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+        onnx_cache_dir: str | Path | None = None,
+    ) -> None:
+        if backend not in BACKENDS:
+            raise UserError(f"backend={backend!r}: use one of {', '.join(BACKENDS)}")
+        if quantize not in _onnx.QUANTIZE_CHOICES:
+            raise UserError(f"quantize={quantize!r}: use one of {', '.join(_onnx.QUANTIZE_CHOICES)}")
+        if quantize != "none" and backend == "torch":
+            raise UserError("quantize applies to backend=onnx only")
+        if backend == "onnx":
+            _onnx.import_onnxruntime()  # a missing extra fails at construction, not mid-query
         self.model_name = model_name
         self.device = device
         self.batch_size = batch_size
         self.name = name
-        self._model: Any = None
+        self.backend = backend
+        self.quantize = quantize
+        self.threads = threads
+        self.max_batch_tokens = max_batch_tokens
+        self.onnx_cache_dir = Path(onnx_cache_dir).expanduser() if onnx_cache_dir else None
+        self.load_s: float | None = None
+        self.backend_in_use: str | None = None
+        self._model: Runtime | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.model_name!r}, device={self.device!r})"
+        return f"{type(self).__name__}({self.model_name!r}, device={self.device!r}, backend={self.backend!r})"
 
     def _load(self, sentence_transformers: Any, device: str) -> Any:
         raise NotImplementedError
 
+    def _torch_run(self, model: Any, inputs: Sequence[_onnx.TextInput]) -> Any:
+        raise NotImplementedError
+
+    def _configured_max_length(self) -> int | None:
+        return None
+
     def _rank(self, query: str, items: list[Candidate], top_k: int | None) -> Ranking:
         raise NotImplementedError
 
+    def _build(self) -> Runtime:
+        device = resolve_device(self.device)
+        backend = resolve_backend(self.backend, device)
+        self.backend_in_use = backend
+        sentence_transformers = import_sentence_transformers()
+        if backend == "onnx":
+
+            def load_source() -> Any:
+                with quiet_loading():
+                    return self._load(sentence_transformers, "cpu")
+
+            folder = _onnx.prepare(
+                self.model_name,
+                quantize=self.quantize,
+                cache_dir=self.onnx_cache_dir,
+                load_source=load_source,
+                output=self.onnx_output,
+            )
+            return _onnx.OnnxEncoder(
+                folder,
+                max_seq_length=self._configured_max_length(),
+                threads=self.threads,
+                max_batch_tokens=self.max_batch_tokens,
+                batch_size=self.batch_size,
+            )
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
+        with quiet_loading():
+            model = self._load(sentence_transformers, device)
+        if device == "cuda":
+            model.half()
+        return TorchRuntime(model, self)
+
     @property
-    def model(self) -> Any:
+    def model(self) -> Runtime:
         with self._lock:
             if self._model is None:
-                device = resolve_device(self.device)
-                model = self._load(import_sentence_transformers(), device)
-                if device == "cuda":
-                    model.half()
-                self._model = model
-                logger.info("loaded %s %s on %s", self.kind, self.model_name, device)
+                started = time.perf_counter()
+                self._model = self._build()
+                self.load_s = time.perf_counter() - started
+                logger.info(
+                    "loaded %s %s (%s) in %.2f s",
+                    self.kind,
+                    self.model_name,
+                    self.backend_in_use,
+                    self.load_s,
+                )
             return self._model
+
+    def load(self) -> float:
+        """Load (or export, the first time) the model now; the seconds that took."""
+        self.model  # noqa: B018
+        assert self.load_s is not None
+        return self.load_s
 
     def _rank_or_empty(self, query: str, items: list[Candidate], top_k: int | None) -> Ranking:
         return self._rank(query, items, top_k) if items else Ranking(query=query, items=())

@@ -13,11 +13,13 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from ..settings import assets_dir
 from ..types import Candidate, CandidateLike, Ranking, as_candidates
-from ._sentence_transformers import EncoderStage
+from ._onnx import TextInput
+from ._sentence_transformers import DEFAULT_MAX_BATCH_TOKENS, EncoderStage
 from .protocol import ranking_from_scores
 
 __all__ = ["CrossEncoderReranker", "default_cross_encoder"]
@@ -47,10 +49,14 @@ def default_cross_encoder() -> str:
 class CrossEncoderReranker(EncoderStage):
     """``CrossEncoderReranker("BAAI/bge-reranker-v2-m3")``; a path or a hub name.
 
-    ``device="auto"`` picks CUDA (half precision), then MPS, then CPU.
+    ``device="auto"`` picks CUDA (half precision), then MPS, then CPU. ``backend``:
+    ``torch``, ``onnx`` (CPU; ``quantize="int8"`` for int8 weights) or ``auto`` (torch on a
+    GPU, else ONNX when ``llmrerank[onnx]`` is installed); see ``EncoderStage`` for
+    ``threads``, ``max_batch_tokens`` and ``load()``/``load_s``.
     """
 
     kind = "cross-encoder"
+    onnx_output = "scores"
 
     def __init__(
         self,
@@ -60,41 +66,57 @@ class CrossEncoderReranker(EncoderStage):
         batch_size: int = 32,
         max_length: int | None = None,
         name: str = "cross-encoder",
+        backend: str = "auto",
+        quantize: str = "none",
+        threads: int | None = None,
+        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+        onnx_cache_dir: str | Path | None = None,
     ) -> None:
-        super().__init__(model or default_cross_encoder(), device=device, batch_size=batch_size, name=name)
+        super().__init__(
+            model or default_cross_encoder(),
+            device=device,
+            batch_size=batch_size,
+            name=name,
+            backend=backend,
+            quantize=quantize,
+            threads=threads,
+            max_batch_tokens=max_batch_tokens,
+            onnx_cache_dir=onnx_cache_dir,
+        )
         self.max_length = max_length
 
     def _load(self, sentence_transformers: Any, device: str) -> Any:
         return sentence_transformers.CrossEncoder(self.model_name, device=device, max_length=self.max_length)
 
-    @property
-    def effective_max_length(self) -> int:
-        return int(self.model.max_seq_length)
+    def _configured_max_length(self) -> int | None:
+        return self.max_length
 
-    def count_truncated(self, query: str, texts: Sequence[str]) -> int:
-        """Pairs whose query + passage tokens exceed the model's max length."""
-        if not texts:
-            return 0
-        encoded = self.model.tokenizer([query] * len(texts), list(texts), truncation=False, verbose=False)
-        limit = self.effective_max_length
-        return sum(len(ids) > limit for ids in encoded["input_ids"])
-
-    def score(self, query: str, candidates: Sequence[CandidateLike]) -> list[float]:
-        """Raw logits in input order."""
+    def _torch_run(self, model: Any, inputs: Sequence[TextInput]) -> Any:
         import torch
 
-        items = as_candidates(candidates)
-        if not items:
-            return []
-        pairs = [(query, c.text) for c in items]
-        logits = self.model.predict(
-            pairs,
+        return model.predict(
+            list(inputs),
             batch_size=self.batch_size,
             activation_fn=torch.nn.Identity(),
             show_progress_bar=False,
             convert_to_numpy=True,
         )
-        return [float(x) for x in logits]
+
+    @property
+    def effective_max_length(self) -> int:
+        return self.model.max_seq_length
+
+    def count_truncated(self, query: str, texts: Sequence[str]) -> int:
+        """Pairs whose query + passage tokens exceed the model's max length."""
+        return self.model.count_truncated([(query, t) for t in texts])
+
+    def score(self, query: str, candidates: Sequence[CandidateLike]) -> list[float]:
+        """Raw logits in input order."""
+        items = as_candidates(candidates)
+        if not items:
+            return []
+        logits = self.model.run([(query, c.text) for c in items])
+        return [float(x) for x in logits.reshape(len(items), -1)[:, 0]]
 
     def _rank(self, query: str, items: list[Candidate], top_k: int | None) -> Ranking:
         logits = self.score(query, items)

@@ -3,7 +3,10 @@
 Re-scoring lexical (BM25) candidates with a dense model is the "hybrid" step of most RAG
 stacks, and offline it is the local stage that lifts quality most here (see the README).
 Passage embeddings can be cached by content hash in the same ``DiskCache`` as the LLM
-replies (namespace ``embeddings``), so a passage seen before costs only a lookup.
+replies (namespace ``embeddings``; ``llmrerank index`` fills it for a corpus ahead of
+queries), so a passage seen before costs only a lookup. Passages that arrive with their
+embedding (a vector store's: metadata ``embedding``, or an ``embedding_lookup``) are not
+encoded at all; only the query is.
 """
 
 from __future__ import annotations
@@ -11,12 +14,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from ..cache import BestEffortCache, DiskCache
+from ..errors import CandidateError
 from ..types import Candidate, CandidateLike, Ranking, as_candidates
-from ._sentence_transformers import EncoderStage
+from ._onnx import TextInput
+from ._sentence_transformers import DEFAULT_MAX_BATCH_TOKENS, EncoderStage
 from .protocol import ranking_from_scores
 
 __all__ = ["DenseReranker", "default_dense_model"]
@@ -44,10 +50,18 @@ class DenseReranker(EncoderStage):
     """``DenseReranker("BAAI/bge-small-en-v1.5", query_prefix="Represent this sentence
     for searching relevant passages: ")``. Embeddings are L2-normalised; score = cosine.
 
-    ``cache_hits`` / ``cache_misses`` count passage-embedding lookups since construction.
+    Precomputed passage embeddings: a candidate's metadata ``embedding`` (a list of floats),
+    or ``embedding_lookup(candidates)`` returning one vector or None per candidate (None:
+    encode it here). Each must have the model's dimension; a candidate whose metadata
+    ``embedding_model`` differs from ``model_id`` (default: the model name) is refused.
+
+    ``backend``, ``quantize``, ``threads``, ``max_batch_tokens``: see ``EncoderStage``.
+    ``cache_hits`` / ``cache_misses`` count passage-embedding lookups since construction;
+    ``precomputed`` counts passages whose embedding came with them.
     """
 
     kind = "dense model"
+    onnx_output = "sentence_embedding"
 
     def __init__(
         self,
@@ -60,33 +74,61 @@ class DenseReranker(EncoderStage):
         passage_prefix: str = "",
         cache: DiskCache | None = None,
         name: str = "dense",
+        backend: str = "auto",
+        quantize: str = "none",
+        threads: int | None = None,
+        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+        onnx_cache_dir: str | Path | None = None,
+        embedding_lookup: Callable[[Sequence[Candidate]], Sequence[Any]] | None = None,
+        model_id: str | None = None,
     ) -> None:
-        super().__init__(model or default_dense_model(), device=device, batch_size=batch_size, name=name)
+        super().__init__(
+            model or default_dense_model(),
+            device=device,
+            batch_size=batch_size,
+            name=name,
+            backend=backend,
+            quantize=quantize,
+            threads=threads,
+            max_batch_tokens=max_batch_tokens,
+            onnx_cache_dir=onnx_cache_dir,
+        )
         self.max_seq_length = max_seq_length
         self.query_prefix = query_prefix
         self.passage_prefix = passage_prefix
         self.cache = cache
+        self.embedding_lookup = embedding_lookup
+        self.model_id = model_id or self.model_name
         self._store = BestEffortCache(cache, _NAMESPACE)
         self.cache_hits = 0
         self.cache_misses = 0
+        self.precomputed = 0
 
     def _load(self, sentence_transformers: Any, device: str) -> Any:
         model = sentence_transformers.SentenceTransformer(self.model_name, device=device)
-        if self.max_seq_length is not None:
+        if self.max_seq_length is not None and self.backend_in_use == "torch":
             model.max_seq_length = self.max_seq_length
         return model
 
-    def _encode(self, texts: list[str]) -> Any:
-        return self.model.encode(
-            texts,
+    def _configured_max_length(self) -> int | None:
+        return self.max_seq_length
+
+    def _torch_run(self, model: Any, inputs: Sequence[TextInput]) -> Any:
+        return model.encode(
+            list(inputs),
             batch_size=self.batch_size,
             normalize_embeddings=True,
             convert_to_numpy=True,
             show_progress_bar=False,
         )
 
+    def _encode(self, texts: list[str]) -> Any:
+        return self.model.run(texts)
+
     def _key(self, text: str) -> str:
         material = f"{self.model_name}\x00{self.passage_prefix}\x00{self.model.max_seq_length}\x00{text}"
+        if self.quantize != "none":
+            material += f"\x00{self.quantize}"
         return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
     def embed_passages(self, texts: Sequence[str]) -> Any:
@@ -113,21 +155,63 @@ class DenseReranker(EncoderStage):
         return np.vstack(rows) if rows else np.zeros((0, 0), dtype=np.float32)
 
     def count_truncated(self, texts: Sequence[str]) -> int:
-        limit = self.model.max_seq_length
-        encoded = self.model.tokenizer(
-            [self.passage_prefix + t for t in texts], truncation=False, verbose=False
-        )
-        return sum(len(ids) > limit for ids in encoded["input_ids"])
+        return self.model.count_truncated([self.passage_prefix + t for t in texts])
+
+    def _given_embeddings(self, items: Sequence[Candidate], dimension: int) -> list[Any]:
+        """The candidates' own embeddings (normalised), None where they have none."""
+        import numpy as np
+
+        looked_up = list(self.embedding_lookup(items)) if self.embedding_lookup else [None] * len(items)
+        if len(looked_up) != len(items):
+            raise CandidateError(
+                f"embedding_lookup returned {len(looked_up)} vectors for {len(items)} candidates"
+            )
+        given: list[Any] = []
+        for item, from_lookup in zip(items, looked_up, strict=True):
+            raw = item.metadata.get("embedding") if from_lookup is None else from_lookup
+            if raw is None:
+                given.append(None)
+                continue
+            labelled = item.metadata.get("embedding_model")
+            if labelled is not None and labelled != self.model_id:
+                raise CandidateError(
+                    f"candidate {item.id!r}: embedding is from {labelled!r}, "
+                    f"this stage uses {self.model_id!r}"
+                )
+            try:
+                vector = np.asarray(raw, dtype=np.float32)
+            except (TypeError, ValueError) as exc:
+                raise CandidateError(f"candidate {item.id!r}: embedding is not a vector of numbers") from exc
+            if vector.shape != (dimension,):
+                raise CandidateError(
+                    f"candidate {item.id!r}: embedding has shape {vector.shape}, "
+                    f"the model gives ({dimension},)"
+                )
+            norm = float(np.linalg.norm(vector))
+            if not np.isfinite(norm) or norm == 0:
+                raise CandidateError(f"candidate {item.id!r}: embedding is zero or not finite")
+            given.append(vector / norm)
+        return given
+
+    def _score_items(self, query: str, items: Sequence[Candidate]) -> tuple[list[float], list[str]]:
+        """Cosines in input order, and the texts that were encoded here (not precomputed)."""
+        import numpy as np
+
+        query_vector = self._encode([self.query_prefix + query])[0]
+        given = self._given_embeddings(items, len(query_vector))
+        to_encode = [i for i, vector in enumerate(given) if vector is None]
+        self.precomputed += len(items) - len(to_encode)
+        encoded = self.embed_passages([items[i].text for i in to_encode]) if to_encode else []
+        for i, vector in zip(to_encode, encoded, strict=True):
+            given[i] = vector
+        passages = np.vstack(given)
+        return [float(x) for x in passages @ query_vector], [items[i].text for i in to_encode]
 
     def score(self, query: str, candidates: Sequence[CandidateLike]) -> list[float]:
         items = as_candidates(candidates)
-        if not items:
-            return []
-        query_vector = self._encode([self.query_prefix + query])[0]
-        passages = self.embed_passages([c.text for c in items])
-        return [float(x) for x in passages @ query_vector]
+        return self._score_items(query, items)[0] if items else []
 
     def _rank(self, query: str, items: list[Candidate], top_k: int | None) -> Ranking:
-        scores = self.score(query, items)
-        truncated = self.count_truncated([c.text for c in items])
+        scores, encoded_texts = self._score_items(query, items)
+        truncated = self.count_truncated(encoded_texts) if encoded_texts else 0
         return ranking_from_scores(query, items, scores, stage=self.name, truncated=truncated).trimmed(top_k)

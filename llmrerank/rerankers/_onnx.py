@@ -1,0 +1,247 @@
+"""The ONNX Runtime backend of the local stages: export once, optionally quantise, run.
+
+Why this route: sentence-transformers' own ``backend="onnx"`` needs ``optimum-onnx``, which
+pins ``transformers<4.58`` while sentence-transformers 6 needs ``transformers>=5``. Here the
+loaded sentence-transformers model (pooling and normalisation included) is traced with
+``torch.onnx.export``, int8 weights come from ``onnxruntime.quantization.quantize_dynamic``,
+and inputs are tokenised with the model's own fast tokenizer (``tokenizers``), so nothing
+beyond ``onnxruntime`` and ``onnx`` is added and no pin conflicts with transformers.
+
+Exports are cached under ``LLMRERANK_ONNX_CACHE`` (default ``~/.cache/llmrerank/onnx``) in a
+folder named by the source model's content hash and the quantisation, so each model is
+exported once per machine and a changed checkpoint is exported again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+
+logger = logging.getLogger("llmrerank")
+
+INSTALL_HINT = 'backend="onnx" needs `pip install "llmrerank[onnx]"` (onnxruntime and onnx)'
+QUANTIZE_CHOICES = ("none", "int8")
+_FORMAT = 1  # bump when the exported layout changes
+
+TextInput = str | tuple[str, str]
+
+
+def import_onnxruntime() -> Any:
+    try:
+        import onnx  # noqa: F401  (the exporter and the quantiser need it)
+        import onnxruntime
+    except ImportError as exc:
+        raise UserError(INSTALL_HINT) from exc
+    return onnxruntime
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("LLMRERANK_ONNX_CACHE", "~/.cache/llmrerank/onnx")).expanduser()
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def resolve_model_dir(model_name: str) -> Path:
+    """A local folder for a path or a hub name (from the hub cache, or downloaded once)."""
+    path = Path(model_name).expanduser()
+    if path.is_dir():
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model_name))
+    except Exception as exc:
+        raise UserError(f"cannot find model {model_name!r} locally or on the hub: {exc}") from exc
+
+
+def content_hash(model_dir: Path) -> str:
+    """Hash of every file's relative path and bytes: the identity of a checkpoint."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in model_dir.rglob("*") if p.is_file() and ".git" not in p.parts):
+        digest.update(str(file.relative_to(model_dir)).encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:24]
+
+
+def token_batches(lengths: Sequence[int], max_tokens: int, max_items: int) -> Iterator[list[int]]:
+    """Indices grouped shortest first so that each padded batch (longest × count) stays
+    within ``max_tokens`` and ``max_items``; a single over-long input gets its own batch."""
+    batch: list[int] = []
+    for index in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        grown = len(batch) + 1
+        if batch and (grown > max_items or grown * lengths[index] > max_tokens):
+            yield batch
+            batch = []
+        batch.append(index)
+    if batch:
+        yield batch
+
+
+class _Traced:
+    """Wraps a sentence-transformers model so that ``torch.onnx.export`` sees positional
+    tensors in and one tensor (the module's named output) out."""
+
+    def __new__(cls, model: Any, input_names: list[str], output: str) -> Any:
+        import torch
+
+        class Traced(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.inner = model
+
+            def forward(self, *tensors: Any) -> Any:
+                return self.inner(dict(zip(input_names, tensors, strict=True)))[output]
+
+        return Traced().eval()
+
+
+class _QuietRootLogger(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+
+def export(model: Any, output: str, target: Path, quantize: str) -> None:
+    """Trace ``model`` (a loaded sentence-transformers model) into ``target``."""
+    import torch
+
+    tokenizer = model.tokenizer.backend_tokenizer
+    sample = model.tokenizer(["a query", "a longer query here"], padding=True, return_tensors="pt")
+    input_names = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in sample]
+    axes = {name: {0: "batch", 1: "tokens"} for name in input_names}
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # tracer notes about Python control flow
+            torch.onnx.export(
+                _Traced(model.cpu().float(), input_names, output),
+                tuple(sample[name] for name in input_names),
+                str(staging / "model.onnx"),
+                input_names=input_names,
+                output_names=[output],
+                dynamic_axes={**axes, output: {0: "batch"}},
+                opset_version=17,
+                dynamo=False,
+            )
+        if quantize == "int8":
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            quiet = _QuietRootLogger()  # the quantiser logs a pre-processing hint on root
+            logging.getLogger().addFilter(quiet)
+            try:
+                quantize_dynamic(
+                    staging / "model.onnx", staging / "model.int8.onnx", weight_type=QuantType.QInt8
+                )
+            finally:
+                logging.getLogger().removeFilter(quiet)
+            (staging / "model.int8.onnx").replace(staging / "model.onnx")
+        tokenizer.save(str(staging / "tokenizer.json"))
+        meta = {
+            "format": _FORMAT,
+            "inputs": input_names,
+            "output": output,
+            "quantize": quantize,
+            "max_seq_length": int(model.max_seq_length),
+        }
+        (staging / "meta.json").write_text(json.dumps(meta))
+        staging.replace(target)
+    except OSError:  # another process exported it first
+        if not (target / "meta.json").is_file():
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+class OnnxEncoder:
+    """An exported model in an ONNX Runtime session with its fast tokenizer. ``run`` takes
+    texts (bi-encoder) or (query, passage) pairs (cross-encoder) and returns one row each."""
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        max_seq_length: int | None,
+        threads: int | None,
+        max_batch_tokens: int,
+        batch_size: int,
+    ) -> None:
+        onnxruntime = import_onnxruntime()
+        from tokenizers import Tokenizer
+
+        meta = json.loads((folder / "meta.json").read_text())
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads or available_cores()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = onnxruntime.InferenceSession(
+            str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
+        )
+        self.input_names: list[str] = meta["inputs"]
+        self.quantize: str = meta["quantize"]
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.tokenizer.no_padding()
+        self.max_seq_length: int = max_seq_length or int(meta["max_seq_length"])
+        self.max_batch_tokens = max_batch_tokens
+        self.batch_size = batch_size
+
+    def _encode(self, inputs: Sequence[TextInput], *, truncate: bool) -> list[Any]:
+        if truncate:
+            self.tokenizer.enable_truncation(self.max_seq_length)
+        else:
+            self.tokenizer.no_truncation()
+        return list(self.tokenizer.encode_batch(list(inputs)))
+
+    def count_truncated(self, inputs: Sequence[TextInput]) -> int:
+        return sum(len(e.ids) > self.max_seq_length for e in self._encode(inputs, truncate=False))
+
+    def run(self, inputs: Sequence[TextInput]) -> Any:
+        import numpy as np
+
+        encodings = self._encode(inputs, truncate=True)
+        rows: list[Any] = [None] * len(encodings)
+        lengths = [len(e.ids) for e in encodings]
+        for batch in token_batches(lengths, self.max_batch_tokens, self.batch_size):
+            width = max(lengths[i] for i in batch)
+            arrays = {name: np.zeros((len(batch), width), dtype=np.int64) for name in self.input_names}
+            for row, index in enumerate(batch):
+                encoding = encodings[index]
+                size = lengths[index]
+                arrays["input_ids"][row, :size] = encoding.ids
+                arrays["attention_mask"][row, :size] = encoding.attention_mask
+                if "token_type_ids" in arrays:
+                    arrays["token_type_ids"][row, :size] = encoding.type_ids
+            (output,) = self.session.run(None, arrays)
+            for row, index in enumerate(batch):
+                rows[index] = output[row]
+        return np.asarray(rows, dtype=np.float32)
+
+
+def prepare(model_name: str, *, quantize: str, cache_dir: Path | None, load_source: Any, output: str) -> Path:
+    """The export folder for ``model_name``, exporting it first if it is not cached.
+    ``load_source()`` loads the sentence-transformers model (only called on a miss)."""
+    import_onnxruntime()
+    if quantize not in QUANTIZE_CHOICES:
+        raise UserError(f"quantize={quantize!r}: use one of {', '.join(QUANTIZE_CHOICES)}")
+    source = resolve_model_dir(model_name)
+    folder = (cache_dir or default_cache_dir()) / f"{content_hash(source)}-{quantize}-v{_FORMAT}"
+    if not (folder / "meta.json").is_file():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        logger.info("exporting %s to ONNX (%s) in %s", model_name, quantize, folder)
+        export(load_source(), output, folder, quantize)
+    return folder
