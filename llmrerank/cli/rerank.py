@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import IO, Any
 
 import click
@@ -15,6 +15,7 @@ from ..rerankers.protocol import Reranker
 from ..retry import RetryPolicy
 from ..types import as_query
 from ._app import DEFAULT_CACHE_DIR, main, open_cache
+from ._strategy_flags import STRATEGY_FLAGS, strategy_option_flags
 
 __all__ = ["InputLineError", "rerank", "rerank_lines", "spec_from_flags"]
 
@@ -146,48 +147,6 @@ def spec_from_flags(
     if options:
         spec = spec.with_changes(strategy_options={**spec.strategy_options, **options})
     return spec
-
-
-# flag parameter -> (the strategy it belongs to, its option name)
-STRATEGY_FLAGS = {
-    "window": ("listwise", "window"),
-    "step": ("listwise", "step"),
-    "shuffles": ("listwise", "shuffles"),
-    "listwise_method": ("listwise", "method"),
-    "first_token": ("listwise", "first_token"),
-    "pairwise_method": ("pairwise", "method"),
-    "set_size": ("setwise", "set_size"),
-}
-
-
-def strategy_option_flags(command: Callable[..., None]) -> Callable[..., None]:
-    """--window/--step/--shuffles/--listwise-method/--first-token (listwise),
-    --pairwise-method, --set-size (setwise)."""
-    flags = [
-        click.option("--window", type=int, help="listwise: passages per call [20]."),
-        click.option("--step", type=int, help="listwise: how far the window slides [10]."),
-        click.option("--shuffles", type=int, help="listwise: extra passes from shuffled orders, fused [0]."),
-        click.option(
-            "--listwise-method",
-            type=click.Choice(["sliding", "partition"]),
-            help="listwise: sliding window, or top-down partitioning (100 → 10 in 3 rounds) [sliding].",
-        ),
-        click.option(
-            "--first-token",
-            is_flag=True,
-            default=None,
-            help="listwise: order each window by the first label's logprobs (one output token).",
-        ),
-        click.option(
-            "--pairwise-method",
-            type=click.Choice(["heapsort", "sliding", "allpairs"]),
-            help="pairwise: how comparisons are chosen [heapsort].",
-        ),
-        click.option("--set-size", type=int, help="setwise: passages shown per call [4]."),
-    ]
-    for flag in reversed(flags):
-        command = flag(command)
-    return command
 
 
 _EXAMPLES = """Rerank JSONL lines {"query", "candidates": [{"id", "text"}]} into JSONL rankings.

@@ -28,6 +28,7 @@ from ..types import (
     StageReport,
     Usage,
     as_candidates,
+    as_query,
 )
 from ._budget import run_with_budget
 from ._trace import TraceWriter
@@ -159,6 +160,7 @@ class Cascade:
         return ranking.trimmed(top_k if top_k is not None else self.top_k)
 
     def _start(self, query: str, candidates: Sequence[CandidateLike]) -> list[RankedCandidate]:
+        as_query(query)
         items = as_candidates(candidates)
         n = len(items)
         return [

@@ -1,0 +1,51 @@
+"""The strategy options as ``rerank`` flags, each belonging to one strategy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+
+__all__ = ["STRATEGY_FLAGS", "strategy_option_flags"]
+
+
+# flag parameter -> (the strategy it belongs to, its option name)
+STRATEGY_FLAGS = {
+    "window": ("listwise", "window"),
+    "step": ("listwise", "step"),
+    "shuffles": ("listwise", "shuffles"),
+    "listwise_method": ("listwise", "method"),
+    "first_token": ("listwise", "first_token"),
+    "pairwise_method": ("pairwise", "method"),
+    "set_size": ("setwise", "set_size"),
+}
+
+
+def strategy_option_flags(command: Callable[..., None]) -> Callable[..., None]:
+    """--window/--step/--shuffles/--listwise-method/--first-token (listwise),
+    --pairwise-method, --set-size (setwise)."""
+    flags = [
+        click.option("--window", type=int, help="listwise: passages per call [20]."),
+        click.option("--step", type=int, help="listwise: how far the window slides [10]."),
+        click.option("--shuffles", type=int, help="listwise: extra passes from shuffled orders, fused [0]."),
+        click.option(
+            "--listwise-method",
+            type=click.Choice(["sliding", "partition"]),
+            help="listwise: sliding window, or top-down partitioning (100 → 10 in 3 rounds) [sliding].",
+        ),
+        click.option(
+            "--first-token",
+            is_flag=True,
+            default=None,
+            help="listwise: order each window by the first label's logprobs (one output token).",
+        ),
+        click.option(
+            "--pairwise-method",
+            type=click.Choice(["heapsort", "sliding", "allpairs"]),
+            help="pairwise: how comparisons are chosen [heapsort].",
+        ),
+        click.option("--set-size", type=int, help="setwise: passages shown per call [4]."),
+    ]
+    for flag in reversed(flags):
+        command = flag(command)
+    return command
