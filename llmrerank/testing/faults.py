@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
-from .server import Fault, Hang, Reply, WireRequest, _error_body, _success_body
+from .server import Fault, Hang, LoopbackAddresses, Reply, WireRequest, _error_body, _success_body
 
 __all__ = ["Drip", "FaultServer", "RawBody", "Refusal", "ResetMidBody"]
 
@@ -74,7 +74,7 @@ def _refusal_body(request: WireRequest, refusal: Refusal) -> dict[str, Any]:
     return body
 
 
-class FaultServer:
+class FaultServer(LoopbackAddresses):
     """``with FaultServer(handler) as server:`` then point an SDK at ``server.openai_base_url``
     or ``server.anthropic_base_url``. ``requests`` lists what arrived (``arrivals``: when);
     ``max_in_flight`` is the largest number of requests it was answering at once."""
@@ -88,21 +88,6 @@ class FaultServer:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        if self._httpd is None:
-            raise RuntimeError("FaultServer is not started")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    @property
-    def openai_base_url(self) -> str:
-        return self.url + "/v1"
-
-    @property
-    def anthropic_base_url(self) -> str:
-        return self.url
 
     @property
     def count(self) -> int:

@@ -231,7 +231,28 @@ def _success_body(request: WireRequest, reply: Reply) -> dict[str, Any]:
     }
 
 
-class WireServer:
+class LoopbackAddresses:
+    """The base URLs of a test server listening on 127.0.0.1 (``_httpd`` once started)."""
+
+    _httpd: ThreadingHTTPServer | None
+
+    @property
+    def url(self) -> str:
+        if self._httpd is None:
+            raise RuntimeError(f"{type(self).__name__} is not started")
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        return self.url + "/v1"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        return self.url
+
+
+class WireServer(LoopbackAddresses):
     """``with WireServer(handler) as server:`` then point an SDK at ``server.openai_base_url``
     or ``server.anthropic_base_url``. ``delay_s`` adds a fixed latency to every answer."""
 
@@ -243,21 +264,6 @@ class WireServer:
         self._stopping = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        if self._httpd is None:
-            raise RuntimeError("WireServer is not started")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    @property
-    def openai_base_url(self) -> str:
-        return self.url + "/v1"
-
-    @property
-    def anthropic_base_url(self) -> str:
-        return self.url
 
     def route(self, method: str, path: str, headers: Any, raw: bytes) -> tuple[int, bytes, str] | None:
         """A hook for subclasses that serve more endpoints: (status, body, content type),
