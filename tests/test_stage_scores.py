@@ -5,6 +5,7 @@ from __future__ import annotations
 from llmrerank import Cascade, LLMReranker, Stage
 from llmrerank.backends import BackendRequest
 from llmrerank.testing import FunctionBackend
+from llmrerank.testing.judge import parse_prompt
 
 from .test_cascade import PASSAGES, ByNumber
 
@@ -12,7 +13,7 @@ from .test_cascade import PASSAGES, ByNumber
 def test_a_listwise_stage_writes_a_rank_derived_score_into_stage_scores() -> None:
     def reverse_window(request: BackendRequest) -> str:
         user = next(m["content"] for m in request.messages if m["role"] == "user")
-        shown = sum(f'<passage id="{i}">' in user for i in range(1, 21))
+        shown = len(parse_prompt(user)[1])
         return '{"ranking": [' + ", ".join(f'"{i}"' for i in range(shown, 0, -1)) + "]}"
 
     llm = LLMReranker(FunctionBackend(reverse_window), strategy="listwise", name="llm")
