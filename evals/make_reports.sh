@@ -63,7 +63,7 @@ C=$R/cascade-dl19/results
 "$LLMRERANK" eval report $C/dl19__bm25__r0.json $C/dl19__dense__r0.json $C/dl19__cross-encoder__r0.json \
   $C/dl19__listwise-alone__r0.json $C/dl19__cross-encoder-20-listwise__r0.json \
   $C/dl19__dense-20-listwise__r0.json $C/dl19__dense-20-pointwise__r0.json \
-  --out $R/cascade-dl19 --title "TREC DL 2019 cascade: BM25 top-50 → local stage → 20 → LLM (simulated judge, 10% noise)"
+  --out $R/cascade-dl19 --title "TREC DL 2019 cascade: BM25 top-50 → local stage → 20 → LLM (fair simulated judge, sigma = 1)"
 
 # 4. The regression gate: the dense cascade against the cross-encoder cascade, gated on nDCG@10.
 #    Exits 1 when the candidate is worse by more than 0.01; the output is kept either way.

@@ -41,7 +41,7 @@ STRATEGIES: dict[str, dict[str, Any]] = {
 
 def run_mode(dataset: str, args: argparse.Namespace, batch: bool) -> list[dict[str, Any]]:
     candidates, qrels = (asset(p) for p in TREC_FILES[dataset])
-    judge = SimulatedJudge.from_trec(candidates, qrels, error_rate=0.1)
+    judge = SimulatedJudge.from_trec(candidates, qrels, sigma=1.0)
     server = BatchWireServer(judge, delay_s=0.0 if batch else args.delay, turnaround_s=args.turnaround)
     rows = []
     with server, tempfile.TemporaryDirectory() as scratch:
