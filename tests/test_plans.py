@@ -311,3 +311,40 @@ def test_listwise_estimates_bound_100_to_10(strategy: Strategy) -> None:
         items, _ = candidates(100, seed=seed)
         driven = drive_plan(strategy.plan(context(strategy, items, top_k=10)), oracle)
         assert driven.calls <= strategy.estimate_calls(100, 10)
+
+
+def test_pointwise_with_logprobs_scores_by_the_expected_grade() -> None:
+    import math
+
+    from llmrerank.strategies.plan import Answer
+    from llmrerank.strategies.pointwise import expected_grade
+    from llmrerank.types import TokenLogprob
+
+    def grade_token(p2: float) -> tuple[TokenLogprob, ...]:
+        top = {"2": math.log(p2), "3": math.log(1 - p2)}
+        return (TokenLogprob('{"grade": ', -0.01), TokenLogprob("2", math.log(p2), top))
+
+    assert expected_grade(grade_token(0.6), [0, 1, 2, 3]) == pytest.approx(2.4)
+    assert expected_grade(None, [0, 1, 2, 3]) is None
+    assert expected_grade((TokenLogprob("x", -0.1),), [0, 1, 2, 3]) is None
+
+    strategy = Pointwise(use_logprobs=True)
+    items, _ = candidates(2)
+    plan = strategy.plan(context(strategy, items))
+    requests = next(plan)
+    assert all(r.logprobs for r in requests)
+    answers = [
+        Answer(2, _scripted_record(requests[0]), logprobs=grade_token(0.9)),
+        Answer(2, _scripted_record(requests[1]), logprobs=grade_token(0.2)),
+    ]
+    with pytest.raises(StopIteration) as done:
+        plan.send(answers)
+    outcome = done.value.value
+    assert list(outcome.order) == [1, 0]  # same grade, but the second is more likely a 3
+    assert outcome.scores[1] == pytest.approx(2.8)
+
+
+def _scripted_record(request: LLMRequest) -> Any:
+    from llmrerank.testing.function import _record
+
+    return _record(request, 0)
