@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
-from .server import Fault, Hang, LoopbackAddresses, Reply, WireRequest, _error_body, _success_body
+from .server import Fault, Hang, LoopbackServer, Reply, WireRequest, _error_body, _success_body
 
 __all__ = ["Drip", "FaultServer", "RawBody", "Refusal", "ResetMidBody"]
 
@@ -74,7 +74,7 @@ def _refusal_body(request: WireRequest, refusal: Refusal) -> dict[str, Any]:
     return body
 
 
-class FaultServer(LoopbackAddresses):
+class FaultServer(LoopbackServer):
     """``with FaultServer(handler) as server:`` then point an SDK at ``server.openai_base_url``
     or ``server.anthropic_base_url``. ``requests`` lists what arrived (``arrivals``: when);
     ``max_in_flight`` is the largest number of requests it was answering at once."""
@@ -118,19 +118,6 @@ class FaultServer(LoopbackAddresses):
             target=self._httpd.serve_forever, args=(0.05,), name="fault-server", daemon=True
         ).start()
         return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-
-    def __enter__(self) -> FaultServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:

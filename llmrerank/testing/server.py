@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
+from typing_extensions import Self
+
 __all__ = [
     "Fault",
     "Hang",
@@ -231,10 +233,28 @@ def _success_body(request: WireRequest, reply: Reply) -> dict[str, Any]:
     }
 
 
-class LoopbackAddresses:
-    """The base URLs of a test server listening on 127.0.0.1 (``_httpd`` once started)."""
+class LoopbackServer:
+    """What the test servers share: their base URLs on 127.0.0.1 (``_httpd`` once started),
+    ``stop`` and the ``with`` block around ``start``."""
 
     _httpd: ThreadingHTTPServer | None
+    _stopping: threading.Event
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     @property
     def url(self) -> str:
@@ -252,7 +272,7 @@ class LoopbackAddresses:
         return self.url
 
 
-class WireServer(LoopbackAddresses):
+class WireServer(LoopbackServer):
     """``with WireServer(handler) as server:`` then point an SDK at ``server.openai_base_url``
     or ``server.anthropic_base_url``. ``delay_s`` adds a fixed latency to every answer."""
 
@@ -361,16 +381,3 @@ class WireServer(LoopbackAddresses):
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="wire-server", daemon=True)
         self._thread.start()
         return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-
-    def __enter__(self) -> WireServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
