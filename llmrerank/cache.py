@@ -22,6 +22,7 @@ from typing import Any
 
 from ._readonly_cache import ReadOnlyStore
 from .errors import CacheError, UserError
+from .settings import DEFAULT_CACHE_DIR
 
 __all__ = [
     "CACHE_FORMAT_VERSION",
@@ -89,7 +90,7 @@ class DiskCache:
 
     def __init__(
         self,
-        directory: str | os.PathLike[str] = "~/.cache/llmrerank",
+        directory: str | os.PathLike[str] = DEFAULT_CACHE_DIR,
         *,
         mode: CacheMode | str = CacheMode.READ_WRITE,
         size_limit: int = 2**30,

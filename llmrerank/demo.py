@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import settings
 from .cache import DiskCache
 from .evaluation.datasets import GoldenSet, load_dataset
 from .evaluation.metrics import evaluate
@@ -107,7 +108,7 @@ def run_demo(
     with the one that ranks it best: measured, not assumed."""
     golden = load_dataset(dataset, limit=queries)
     chosen = choose_model(model)
-    cache = DiskCache(cache_dir or os.environ.get("LLMRERANK_CACHE_DIR", "~/.cache/llmrerank"))
+    cache = DiskCache(settings.cache_dir(cache_dir))
     depth = len(golden.queries[0].candidates)
     echo(f"dataset {golden.name}: {len(golden.queries)} queries × {depth} first-stage candidates")
     specs = LOCAL_STAGES if narrow_with == "auto" else (narrow_with,)

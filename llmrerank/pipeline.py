@@ -21,12 +21,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from pathlib import Path, PurePath
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import yaml
 
+from ._yaml import read_yaml_mapping
 from .errors import UserError
 from .rerankers.protocol import Reranker, ranking_from_order
 from .rubrics import Rubric
@@ -151,13 +152,9 @@ class PipelineSpec:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> PipelineSpec:
-        try:
-            raw = yaml.safe_load(Path(path).read_text("utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise UserError(f"cannot read pipeline {path}: {exc}") from exc
-        if not isinstance(raw, Mapping):
-            raise UserError(f"{path}: a pipeline is a mapping of the PipelineSpec fields")
-        return cls.from_dict(raw)
+        return cls.from_dict(
+            read_yaml_mapping(path, "pipeline", "a pipeline is a mapping of the PipelineSpec fields")
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as data (built rerankers appear by name), for results and traces."""

@@ -12,10 +12,22 @@ from pathlib import Path
 
 from .errors import UserError
 
-__all__ = ["ASSETS_ENV", "DATASETS_ENV", "TREC_FILES", "asset", "assets_dir", "dataset_dirs"]
+__all__ = [
+    "ASSETS_ENV",
+    "CACHE_DIR_ENV",
+    "DATASETS_ENV",
+    "DEFAULT_CACHE_DIR",
+    "TREC_FILES",
+    "asset",
+    "assets_dir",
+    "cache_dir",
+    "dataset_dirs",
+]
 
 ASSETS_ENV = "LLMRERANK_ASSETS"
 DATASETS_ENV = "LLMRERANK_DATASETS"
+CACHE_DIR_ENV = "LLMRERANK_CACHE_DIR"
+DEFAULT_CACHE_DIR = "~/.cache/llmrerank"
 
 # the offline TREC DL sets, relative to the assets folder
 TREC_FILES = {
@@ -54,3 +66,8 @@ def dataset_dirs() -> list[Path]:
     configured = os.environ.get(DATASETS_ENV, "")
     folders = [Path(p).expanduser() for p in configured.split(os.pathsep) if p]
     return [*folders, Path("evals") / "datasets"]
+
+
+def cache_dir(explicit: str | None = None) -> str:
+    """The response cache folder: ``explicit``, else ``LLMRERANK_CACHE_DIR``, else the default."""
+    return explicit or os.environ.get(CACHE_DIR_ENV, DEFAULT_CACHE_DIR)

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from typing import Any, NoReturn
 
 import click
 
+from .. import settings
 from ..cache import DiskCache
 from ..errors import LLMRerankError, UserError
+from ..settings import DEFAULT_CACHE_DIR
 
 __all__ = ["DEFAULT_CACHE_DIR", "main", "open_cache"]
-
-DEFAULT_CACHE_DIR = "~/.cache/llmrerank"
 
 
 def _fail(exc: LLMRerankError) -> NoReturn:
@@ -54,4 +53,4 @@ def main(verbose: int) -> None:
 def open_cache(cache_dir: str | None, no_cache: bool, mode: str) -> DiskCache | None:
     if no_cache:
         return None
-    return DiskCache(cache_dir or os.environ.get("LLMRERANK_CACHE_DIR", DEFAULT_CACHE_DIR), mode=mode)
+    return DiskCache(settings.cache_dir(cache_dir), mode=mode)

@@ -16,8 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from .._yaml import read_yaml_mapping
 from ..cache import DiskCache
 from ..errors import BudgetError, UserError
 from ..pricing import PriceTable
@@ -60,12 +59,10 @@ class Experiment:
 
 def load_experiment(path: str | Path) -> Experiment:
     file = Path(path)
-    try:
-        raw = yaml.safe_load(file.read_text("utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise UserError(f"cannot read experiment {file}: {exc}") from exc
-    if not isinstance(raw, dict) or "pipelines" not in raw or "datasets" not in raw:
-        raise UserError(f"{file}: an experiment needs 'datasets' and 'pipelines'")
+    needs = "an experiment needs 'datasets' and 'pipelines'"
+    raw = read_yaml_mapping(file, "experiment", needs)
+    if "pipelines" not in raw or "datasets" not in raw:
+        raise UserError(f"{file}: {needs}")
     datasets = tuple(
         DatasetSpec(d) if isinstance(d, str) else DatasetSpec(d["name"], d.get("limit"), d.get("depth"))
         for d in raw["datasets"]

@@ -21,8 +21,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from .._yaml import read_yaml_mapping
 from ..errors import UserError
 from ..pipeline import PipelineSpec
 
@@ -141,13 +140,8 @@ class ServiceConfig:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> ServiceConfig:
-        try:
-            raw = yaml.safe_load(Path(path).read_text("utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise UserError(f"cannot read service config {path}: {exc}") from exc
-        if not isinstance(raw, Mapping):
-            raise UserError(f"{path}: the service config is a mapping (pipelines, default, limits, auth)")
-        return cls.from_dict(raw)
+        expected = "the service config is a mapping (pipelines, default, limits, auth)"
+        return cls.from_dict(read_yaml_mapping(path, "service config", expected))
 
     @classmethod
     def offline_default(cls) -> ServiceConfig:
