@@ -7,7 +7,7 @@ value types may import nothing but the error tree.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, overload
 
@@ -138,7 +138,8 @@ def as_candidates(items: Sequence[CandidateLike]) -> list[Candidate]:
         raise CandidateError("candidates must be a sequence of passages, not a single string")
     if isinstance(items, Mapping):
         raise CandidateError(
-            f"candidates must be a list of passages, not a {type(items).__name__} (a mapping would rank its keys)"
+            f"candidates must be a list of passages, not a {type(items).__name__}"
+            " (a mapping would rank its keys)"
         )
     if not isinstance(items, Sequence):
         raise CandidateError(
@@ -158,7 +159,7 @@ def as_count(value: object, what: str) -> int:
     """A count the caller set (``max_concurrency``, ``narrow_to``): an integer of at least 1;
     ``UserError`` naming ``what`` otherwise, never silently raised to 1."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"{what} must be a whole number of at least 1, got {value!r:.40}")
+        raise UserError(f"{what} must be a positive whole number, got {value!r:.40}")
     return value
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -66,7 +65,7 @@ def test_a_custom_base_url_never_receives_the_openai_key(monkeypatch: pytest.Mon
 
 
 @pytest.fixture
-def provider_hosts_on_loopback(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def provider_hosts_on_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
     """api.openai.com and api.anthropic.com resolve to 127.0.0.1 in this process, so the real
     SDKs reach the local wire server under the providers' own host names."""
     resolve = socket.getaddrinfo
@@ -77,7 +76,6 @@ def provider_hosts_on_loopback(monkeypatch: pytest.MonkeyPatch) -> Iterator[None
         return resolve(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", to_loopback)
-    yield
 
 
 @pytest.mark.parametrize("via", ["base_url", "environment"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -35,7 +35,11 @@ from llmrerank.types import CandidateLike, as_request
 
 from .test_cli import run_cli
 
-PASSAGES = [{"id": "a", "text": "cats purr"}, {"id": "b", "text": "dogs bark"}, {"id": "c", "text": "fish swim"}]
+PASSAGES = [
+    {"id": "a", "text": "cats purr"},
+    {"id": "b", "text": "dogs bark"},
+    {"id": "c", "text": "fish swim"},
+]
 GOOD_LINE = json.dumps({"query": "what do cats do", "candidates": PASSAGES}) + "\n"
 
 
@@ -100,7 +104,7 @@ def test_hybrid_refuses_a_top_k_below_one(top_k: int) -> None:
 @pytest.mark.parametrize("top_k", [0, -1])
 def test_a_cascade_refuses_a_top_k_below_one_instead_of_trimming(top_k: int) -> None:
     cascade = Cascade([Stage(function_llm(), keep=2)])
-    with pytest.raises(UserError, match=f"top_k must be a whole number of at least 1, got {top_k}"):
+    with pytest.raises(UserError, match=f"top_k must be a positive whole number, got {top_k}"):
         cascade.rerank("what do cats do", PASSAGES, top_k=top_k)
     with pytest.raises(UserError, match="top_k"):
         asyncio.run(cascade.arerank("what do cats do", PASSAGES, top_k=top_k))
@@ -173,7 +177,7 @@ def test_a_pipeline_file_with_a_bad_top_k_is_one_error_line(tmp_path: Path) -> N
     assert completed.returncode == 2
     assert completed.stdout == ""
     assert completed.stderr.strip().splitlines() == [
-        "error: pipeline 'kb': top_k must be a whole number of at least 1, got 0"
+        "error: pipeline 'kb': top_k must be a positive whole number, got 0"
     ]
 
 
@@ -204,7 +208,7 @@ def test_a_local_stage_alone_refuses_a_bad_query_as_the_cascade_does(
     stage_class: type[DenseReranker | CrossEncoderReranker], query: object, says: str
 ) -> None:
     stage = stage_class(device="cpu")
-    entries = [
+    entries: list[Callable[[], object]] = [
         lambda: stage.rerank(query, ["a passage"]),  # type: ignore[arg-type]
         lambda: asyncio.run(stage.arerank(query, ["a passage"])),  # type: ignore[arg-type]
         lambda: stage.score(query, ["a passage"]),  # type: ignore[arg-type]
@@ -261,7 +265,7 @@ def test_an_ordered_sequence_of_any_kind_is_still_taken() -> None:
 
 @pytest.mark.parametrize("value", [0, -1, 1.5, True])
 def test_a_concurrency_below_one_is_refused_not_raised_to_one(value: object) -> None:
-    with pytest.raises(UserError, match="max_concurrency must be a whole number of at least 1"):
+    with pytest.raises(UserError, match="max_concurrency must be a positive whole number"):
         LLMReranker(FunctionBackend(grade_two), max_concurrency=value)  # type: ignore[arg-type]
     with pytest.raises(UserError, match="max_concurrency"):
         Limiter(value)  # type: ignore[arg-type]

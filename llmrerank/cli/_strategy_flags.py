@@ -27,7 +27,11 @@ def strategy_option_flags(command: Callable[..., None]) -> Callable[..., None]:
     flags = [
         click.option("--window", type=click.IntRange(min=2), help="listwise: passages per call [20]."),
         click.option("--step", type=click.IntRange(min=1), help="listwise: how far the window slides [10]."),
-        click.option("--shuffles", type=click.IntRange(min=0), help="listwise: extra passes from shuffled orders, fused [0]."),
+        click.option(
+            "--shuffles",
+            type=click.IntRange(min=0),
+            help="listwise: extra passes from shuffled orders, fused [0].",
+        ),
         click.option(
             "--listwise-method",
             type=click.Choice(["sliding", "partition"]),

@@ -7,6 +7,9 @@ fails — time budget, exhausted retries, unparseable output — never fails the
 input order is kept and the ranking says ``degraded`` and why. A caller's mistake (a
 ``UserError`` such as a bad ``top_k`` or candidate) is never such a failure: it raises, as
 the same call would on the stage alone (``stage_failure_degrades``).
+
+Long because the one walk over the stages (``_walk``) has a sync and an async driver loop,
+and the per-request state that merges each stage's result sits beside them.
 """
 
 from __future__ import annotations
