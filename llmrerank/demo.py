@@ -139,7 +139,9 @@ def run_demo(
         echo(f"local stages, nDCG@10 over all candidates: {measured}; narrowing with {narrower.name}")
     first = DemoRow("BM25 (first stage)")
     for query in golden.queries:
-        first.run[query.qid] = {c.id: float(len(query.candidates) - i) for i, c in enumerate(query.candidates)}
+        first.run[query.qid] = {
+            c.id: float(len(query.candidates) - i) for i, c in enumerate(query.candidates)
+        }
     local_rows = [first, *(row for _, row in local.values())]
     echo(f"LLM {chosen} ({strategy}); narrowing with {narrower.name} to {narrow_to}")
     try:

