@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,77 @@ def test_the_demo_prints_the_local_rows_and_fails_when_the_llm_cannot_start(tmp_
     assert "cascade:" not in result.stdout
     assert "killed by SIGILL" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+FAKE_SERVER = """\
+import http.server, os, sys
+port = int(sys.argv[sys.argv.index("--port") + 1])
+
+class Healthy(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args):
+        pass
+
+server = http.server.HTTPServer(("127.0.0.1", port), Healthy)
+with open(os.environ["FAKE_SERVER_PID_FILE"], "w") as out:
+    out.write(str(os.getpid()))
+server.serve_forever()
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not stat.exists() or stat.read_text().split(") ", 1)[1][0] != "Z"
+
+
+def test_a_terminated_command_stops_the_server_it_started(tmp_path: Path) -> None:
+    """``kill`` of ``llmrerank rerank --model local:`` must not leave llama-server behind."""
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"GGUF")
+    fake = _dies_by(tmp_path, "llama-server", f'exec {sys.executable} {tmp_path / "fake_server.py"} "$@"')
+    (tmp_path / "fake_server.py").write_text(FAKE_SERVER)
+    pid_file = tmp_path / "server.pid"
+    environment = {
+        **os.environ,
+        "LLMRERANK_LLAMA_SERVER": str(fake),
+        "FAKE_SERVER_PID_FILE": str(pid_file),
+        "LLMRERANK_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    command = subprocess.Popen(
+        [str(Path(sys.executable).parent / "llmrerank"), "rerank", "--model", f"local:{model}"],
+        stdin=subprocess.PIPE,  # kept open: the command waits for its first request
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=environment,
+    )
+    server_pid = 0
+    try:
+        for _ in range(600):
+            if pid_file.exists() and pid_file.read_text():
+                server_pid = int(pid_file.read_text())
+                break
+            assert command.poll() is None, command.stderr.read() if command.stderr else ""
+            time.sleep(0.1)
+        assert server_pid, "the managed server started"
+        time.sleep(1.0)  # the command is now past start(), waiting on its input
+        command.terminate()
+        assert command.wait(timeout=30) == 128 + signal.SIGTERM
+        for _ in range(100):
+            if not _alive(server_pid):
+                break
+            time.sleep(0.1)
+        assert not _alive(server_pid), "the managed server outlived the command"
+    finally:
+        if command.poll() is None:
+            command.kill()
+        command.communicate(timeout=30)
+        if server_pid and _alive(server_pid):
+            os.kill(server_pid, signal.SIGKILL)
