@@ -109,9 +109,10 @@ class PipelineSpec:
     ``narrow_with``: stage specs (``"dense:"``) or built rerankers. ``llm``: a model string
     (``"openai:gpt-4o-mini"``, see ``make_backend``) or a built reranker. ``strategy``,
     ``strategy_options``, ``prompt`` and ``rubric`` (a YAML path or a ``Rubric``) configure a
-    model-string LLM. ``llm_timeout_s`` is the LLM stage's time budget: past it, or on any
-    LLM failure, the earlier order is kept and the ranking says ``degraded`` (unless
-    ``fallback`` is false). ``call_timeout_s`` bounds each LLM call, ``retry`` its retries.
+    model-string LLM. ``llm_timeout_s`` is the LLM stage's time budget: past it, or when the
+    LLM's backend, parsing or a budget fails, the earlier order is kept and the ranking says
+    ``degraded`` (unless ``fallback`` is false); a caller's mistake always raises.
+    ``call_timeout_s`` bounds each LLM call, ``retry`` its retries.
     """
 
     name: str = "pipeline"

@@ -155,11 +155,12 @@ def as_candidates(items: Sequence[CandidateLike]) -> list[Candidate]:
     return candidates
 
 
-def as_count(value: object, what: str) -> int:
-    """A count the caller set (``max_concurrency``, ``narrow_to``): an integer of at least 1;
-    ``UserError`` naming ``what`` otherwise, never silently raised to 1."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"{what} must be a positive whole number, got {value!r:.40}")
+def as_count(value: object, what: str, *, minimum: int = 1) -> int:
+    """A count the caller set (``max_concurrency``, ``narrow_to``): an integer of at least
+    ``minimum``; ``UserError`` naming ``what`` otherwise, never silently raised to it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        bound = "a positive whole number" if minimum == 1 else f"a whole number of at least {minimum}"
+        raise UserError(f"{what} must be {bound}, got {value!r:.40}")
     return value
 
 

@@ -271,6 +271,19 @@ def test_a_concurrency_below_one_is_refused_not_raised_to_one(value: object) -> 
         Limiter(value)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("option", "says"),
+    [
+        ({"max_reasks": -1}, "max_reasks must be a whole number of at least 0, got -1"),
+        ({"max_words": 0}, "max_words must be a positive whole number, got 0"),
+        ({"max_chars": -5}, "max_chars must be a positive whole number, got -5"),
+    ],
+)
+def test_the_llm_stage_refuses_counts_it_cannot_honour(option: dict[str, int], says: str) -> None:
+    with pytest.raises(UserError, match=says):
+        LLMReranker(FunctionBackend(grade_two), **option)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("value", [0, -1, float("inf")])
 def test_a_time_bound_of_zero_or_less_is_refused(value: float) -> None:
     with pytest.raises(UserError, match="timeout_s must be a number of seconds above 0"):

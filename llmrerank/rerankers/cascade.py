@@ -58,8 +58,8 @@ def stage_failure_degrades(error: LLMRerankError) -> bool:
 @dataclass(frozen=True)
 class Stage:
     """One step of a cascade. ``keep``: how many of its ranking go on to the next stage
-    (None: all). ``timeout_s``: the stage's time budget. ``fallback``: on failure keep the
-    previous order instead of raising."""
+    (None: all). ``timeout_s``: the stage's time budget. ``fallback``: on a failure that
+    degrades (``stage_failure_degrades``) keep the previous order instead of raising."""
 
     reranker: Reranker
     keep: int | None = None

@@ -66,6 +66,11 @@ class LLMReranker:
         variables: dict[str, Any] | None = None,
         name: str = "llm",
     ) -> None:
+        as_count(max_concurrency, "max_concurrency")
+        as_count(max_reasks, "max_reasks", minimum=0)
+        for limit, what in ((max_words, "max_words"), (max_chars, "max_chars")):
+            if limit is not None:
+                as_count(limit, what)
         self.backend = backend
         self.strategy = make_strategy(strategy) if isinstance(strategy, str) else strategy
         if isinstance(prompt, Prompt):
@@ -77,7 +82,6 @@ class LLMReranker:
         self.budget = PassageBudget(max_words, max_chars)
         self.variables = tuple((variables or {}).items())
         self.name = name
-        as_count(max_concurrency, "max_concurrency")
         self.driver = Driver(
             backend,
             cache=cache,
