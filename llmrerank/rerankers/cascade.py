@@ -17,6 +17,7 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 
+from ..driver import call_log
 from ..errors import LLMRerankError, StageTimeoutError, UserError
 from ..pricing import PriceTable
 from ..types import (
@@ -188,14 +189,17 @@ class Cascade:
             started = time.perf_counter()
             result: Ranking | None = None
             error: str | None = None
+            failed_calls: tuple[CallRecord, ...] = ()
             if skip is None and inputs:
                 try:
                     result = yield stage, inputs
                 except LLMRerankError as exc:
                     if not stage.fallback:
+                        exc.calls = (*state.calls, *exc.calls)
                         raise
                     error = f"stage {stage.label!r}: {exc}"
-            current = state.record(self, stage, current, inputs, result, skip, error, started)
+                    failed_calls = exc.calls  # paid before the stage failed: still booked
+            current = state.record(self, stage, current, inputs, result, skip, error, started, failed_calls)
             previous = stage.label
         return self._finish(query, *state.totals(current), top_k)
 
@@ -203,9 +207,14 @@ class Cascade:
     def _run_stage_sync(self, stage: Stage, query: str, inputs: list[Candidate]) -> Ranking:
         if stage.timeout_s is None:
             return stage.reranker.rerank(query, inputs, top_k=stage.asked_top_k)
-        return run_with_budget(
-            partial(stage.reranker.rerank, query, inputs, top_k=stage.asked_top_k), stage.timeout_s
-        )
+        with call_log() as log:
+            try:
+                return run_with_budget(
+                    partial(stage.reranker.rerank, query, inputs, top_k=stage.asked_top_k), stage.timeout_s
+                )
+            except StageTimeoutError as exc:
+                exc.calls = tuple(log)  # paid before the budget ran out
+                raise
 
     def rerank(self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None) -> Ranking:
         walk = self._walk(query, candidates, top_k)
@@ -224,12 +233,15 @@ class Cascade:
 
     # -- async -----------------------------------------------------------------------
     async def _run_stage_async(self, stage: Stage, query: str, inputs: list[Candidate]) -> Ranking:
-        try:
-            return await asyncio.wait_for(
-                stage.reranker.arerank(query, inputs, top_k=stage.asked_top_k), stage.timeout_s
-            )
-        except asyncio.TimeoutError:
-            raise StageTimeoutError(f"timeout after {stage.timeout_s}s") from None
+        with call_log() as log:
+            try:
+                return await asyncio.wait_for(
+                    stage.reranker.arerank(query, inputs, top_k=stage.asked_top_k), stage.timeout_s
+                )
+            except asyncio.TimeoutError:
+                error = StageTimeoutError(f"timeout after {stage.timeout_s}s")
+                error.calls = tuple(log)  # paid before the budget ran out
+                raise error from None
 
     async def arerank(
         self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None
@@ -271,27 +283,30 @@ class _RunState:
         skip: str | None,
         error: str | None,
         started: float,
+        failed_calls: tuple[CallRecord, ...] = (),
     ) -> list[RankedCandidate]:
         latency = time.perf_counter() - started
         if error is not None:
             logger.warning("%s; keeping the previous order", error)
             self.degraded.append(error)
+        stage_calls = list(result.calls) if result is not None else list(failed_calls)
+        self.calls += stage_calls
         if result is not None:
             current = cascade._merge(current, result, len(inputs))
-            self.calls += result.calls
             self.truncated += result.truncated
             for key, count in result.repairs.items():
                 self.repairs[key] = self.repairs.get(key, 0) + count
-        stage_calls = list(result.calls) if result is not None else []
         kept = len(inputs) if stage.keep is None else min(stage.keep, len(inputs))
+        usage = sum((call.usage for call in stage_calls), Usage())
         self.reports.append(
             StageReport(
                 name=stage.label,
                 kept=kept,
                 latency_s=latency,
-                usage=result.usage if result is not None else Usage(),
+                usage=usage,
                 cost_usd=cascade.prices.cost_of(stage_calls),
-                calls=len(stage_calls),
+                calls=sum(not call.cached for call in stage_calls),
+                cached_calls=sum(call.cached for call in stage_calls),
                 skipped=skip is not None,
                 degraded_reason=error or skip,
             )
