@@ -228,7 +228,8 @@ class Driver:
             try:
                 reply = yield self._backend_request(request, messages)
             except LLMRerankError as exc:
-                raise self._charged(exc, request, key, usage, answered, attempts[0], started)
+                self._charge(exc, request, key, usage, answered, attempts[0], started)
+                raise
             answered += 1
             usage = usage + reply.usage
             try:
@@ -249,9 +250,10 @@ class Driver:
             )
             return Answer(parsed.value, record, parsed.repairs, reply.logprobs)
         error = self._parse_error(request, reply)
-        raise self._charged(error, request, key, usage, answered, attempts[0], started)
+        self._charge(error, request, key, usage, answered, attempts[0], started)
+        raise error
 
-    def _charged(
+    def _charge(
         self,
         error: LLMRerankError,
         request: LLMRequest,
@@ -260,9 +262,9 @@ class Driver:
         answered: int,
         attempts: int,
         started: float,
-    ) -> LLMRerankError:
-        """``error``, now also carrying the record of this call's replies when any came back:
-        each was paid for, valid or not."""
+    ) -> None:
+        """Add to ``error`` the record of this call's replies when any came back: each was
+        paid for, valid or not."""
         if answered:
             record = self._record(
                 request,
@@ -275,7 +277,6 @@ class Driver:
                 repairs={},
             )
             error.calls = (*error.calls, record)
-        return error
 
     def _fetch(self, request: LLMRequest, key: str, token: CancelToken | None = None) -> Answer:
         started = time.perf_counter()  # here, not at lookup: time spent queued is not latency

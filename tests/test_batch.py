@@ -3,6 +3,7 @@ same metrics as online, batch prices, partial failures re-asked, a killed run re
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -142,6 +143,16 @@ def test_a_request_that_keeps_failing_is_reported_not_dropped(judge: SimulatedJu
     assert batched["degraded_queries"] == 1  # that query kept its first-stage order
 
 
+def state_rounds(out: Path) -> int:
+    """How many batches the run's state file says were submitted (0 before it exists)."""
+    for path in out.glob("*.batch.json"):
+        try:
+            return int(json.loads(path.read_text())["rounds"])
+        except (OSError, ValueError, KeyError):
+            return 0
+    return 0
+
+
 def test_a_killed_run_resumes_without_paying_twice(judge: SimulatedJudge, tmp_path: Path) -> None:
     with BatchWireServer(judge, turnaround_s=1.0) as server:
         exp = experiment(server, "openai", tmp_path / "cache")
@@ -178,7 +189,9 @@ def test_a_killed_run_resumes_without_paying_twice(judge: SimulatedJudge, tmp_pa
             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
         )
         deadline = time.monotonic() + 180  # generous: CI machines may be loaded
-        while len(server.batches) < 2 and time.monotonic() < deadline:
+        # killed once the second batch is in the run's state file: a kill between the submit
+        # and that write would leave the batch unknown to the resumed run (it is paid again)
+        while state_rounds(out) < 2 and time.monotonic() < deadline:
             time.sleep(0.02)
         child.send_signal(signal.SIGKILL)
         child.wait()

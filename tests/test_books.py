@@ -28,9 +28,19 @@ from llmrerank.driver import RetryPolicy
 from llmrerank.evaluation.datasets import load_dataset
 from llmrerank.settings import TREC_FILES, asset
 from llmrerank.strategies import Listwise
-from llmrerank.testing import Fault, FunctionBackend, Hang, SimulatedJudge, WireRequest, WireResponse, WireServer
+from llmrerank.testing import (
+    Fault,
+    FunctionBackend,
+    Hang,
+    SimulatedJudge,
+    WireRequest,
+    WireResponse,
+    WireServer,
+)
 from llmrerank.testing.batch_server import BatchWireServer
 from llmrerank.types import Ranking, Usage
+
+from .test_batch import state_rounds
 
 FAST = {"poll_s": 0.02, "poll_max_s": 0.1}
 PASSAGES = [{"id": f"d{i}", "text": f"passage number {i}"} for i in range(8)]
@@ -43,7 +53,9 @@ def judge() -> SimulatedJudge:
     return SimulatedJudge.from_trec(candidates, qrels)
 
 
-def write_config(path: Path, base_url: str, cache: Path, *, dataset: str = "dl19", batch: bool = True) -> Path:
+def write_config(
+    path: Path, base_url: str, cache: Path, *, dataset: str = "dl19", batch: bool = True
+) -> Path:
     config = {
         "name": path.stem,
         "datasets": [{"name": dataset, "limit": 3, "depth": 20}],
@@ -79,8 +91,16 @@ def answered(server: BatchWireServer) -> list[dict[str, Any]]:
 
 def cli_process(config: Path, out: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-c", "from llmrerank.cli import main; main()", "eval", "run", str(config)]
-        + ["--out", str(out)],
+        [
+            sys.executable,
+            "-c",
+            "from llmrerank.cli import main; main()",
+            "eval",
+            "run",
+            str(config),
+            "--out",
+            str(out),
+        ],
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
 
@@ -104,12 +124,13 @@ def test_a_killed_and_resumed_batch_run_costs_what_an_uninterrupted_one_does(
     with BatchWireServer(judge, turnaround_s=1.0) as server:
         config = write_config(tmp_path / "killed.yaml", server.openai_base_url, tmp_path / "c2")
         out = tmp_path / "out"
-        kill_when(cli_process(config, out), lambda: len(server.batches) >= 2)
+        kill_when(cli_process(config, out), lambda: state_rounds(out) >= 2)
         # killed while its second round was in flight: the first round's answers are in the cache
         assert len(server.batches) == 2
         resumed = eval_run(config, out, "--batch")
         lines = answered(server)
-    assert whole["calls"] == 9 and whole["cost_usd"] > 0
+    assert whole["calls"] == 9
+    assert whole["cost_usd"] > 0
     assert resumed["calls"] == len(lines) == 9
     assert resumed["cache_hits"] == 0
     assert resumed["prompt_tokens"] == sum(body["usage"]["prompt_tokens"] for body in lines)
@@ -131,7 +152,10 @@ def test_an_online_run_killed_mid_query_and_resumed_costs_what_an_uninterrupted_
     judge: SimulatedJudge, tmp_path: Path
 ) -> None:
     with WireServer(judge) as server:
-        whole = eval_run(write_config(tmp_path / "w.yaml", server.openai_base_url, tmp_path / "c1", batch=False), tmp_path / "w")
+        whole = eval_run(
+            write_config(tmp_path / "w.yaml", server.openai_base_url, tmp_path / "c1", batch=False),
+            tmp_path / "w",
+        )
     with WireServer(hang_at(judge, 5)) as server:
         config = write_config(tmp_path / "killed.yaml", server.openai_base_url, tmp_path / "c2", batch=False)
         out = tmp_path / "out"
@@ -185,7 +209,9 @@ def twice(tmp_path: Path) -> Path:
     folder.mkdir()
     candidates = [{"docid": c.id, "text": c.text} for c in query.candidates]
     (folder / "candidates.jsonl").write_text(
-        "".join(json.dumps({"qid": qid, "query": query.query, "candidates": candidates}) + "\n" for qid in "ab")
+        "".join(
+            json.dumps({"qid": qid, "query": query.query, "candidates": candidates}) + "\n" for qid in "ab"
+        )
     )
     (folder / "qrels.txt").write_text(f"a 0 {query.candidates[0].id} 1\nb 0 {query.candidates[0].id} 1\n")
     return folder
@@ -198,7 +224,11 @@ def test_a_runs_calls_are_what_the_server_answered_and_its_cache_hits_apart(
     dataset = str(twice(tmp_path))
     with BatchWireServer(judge) as server:
         config = write_config(
-            tmp_path / "c.yaml", server.openai_base_url, tmp_path / "cache", dataset=dataset, batch=mode == "batch"
+            tmp_path / "c.yaml",
+            server.openai_base_url,
+            tmp_path / "cache",
+            dataset=dataset,
+            batch=mode == "batch",
         )
         first = eval_run(config, tmp_path / "first")
         if mode == "batch":
@@ -257,7 +287,8 @@ def test_a_cascade_stage_that_fails_keeps_the_calls_it_paid_for(mode: str) -> No
 def test_invalid_replies_before_a_parse_error_are_booked(mode: str) -> None:
     backend = FunctionBackend(windows_then(lambda: "no ranking here"))
     ranking = rerank(Cascade([Stage(listwise(backend))]), mode)
-    assert ranking.degraded and "no valid" in (ranking.degraded_reason or "")
+    assert ranking.degraded
+    assert "no valid" in (ranking.degraded_reason or "")
     assert len(backend.requests) == 5  # 2 answers, then an answer and 2 re-asks, all invalid
     assert len(ranking.calls) + sum(c.reasks for c in ranking.calls) == 5
     assert ranking.usage == Usage(5, 5)
@@ -276,7 +307,9 @@ def released() -> Iterator[threading.Event]:
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
-def test_a_stage_over_its_time_budget_keeps_the_calls_it_paid_for(mode: str, released: threading.Event) -> None:
+def test_a_stage_over_its_time_budget_keeps_the_calls_it_paid_for(
+    mode: str, released: threading.Event
+) -> None:
     def stuck() -> Any:
         if mode == "async":
             return asyncio.sleep(60, WINDOW)  # cancelled at the budget
@@ -285,7 +318,8 @@ def test_a_stage_over_its_time_budget_keeps_the_calls_it_paid_for(mode: str, rel
 
     backend = FunctionBackend(windows_then(stuck))
     ranking = rerank(Cascade([Stage(listwise(backend), timeout_s=1.0)]), mode)
-    assert ranking.degraded and "timeout" in (ranking.degraded_reason or "")
+    assert ranking.degraded
+    assert "timeout" in (ranking.degraded_reason or "")
     assert len(ranking.calls) == ranking.stages[0].calls == 2
     assert ranking.usage == Usage(2, 2)
 

@@ -13,6 +13,7 @@ batches listed in its state file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -179,10 +180,8 @@ class _Lockstep:
             if ask.failures >= self.options.max_attempts:
                 job.asks.remove(ask)
                 error = BackendError(f"batch request {outcome.kind} {ask.failures} times")
-                try:
-                    ask.exchange.throw(error)
-                except LLMRerankError:
-                    pass  # the error now carries this ask's paid replies, if any
+                with contextlib.suppress(LLMRerankError):
+                    ask.exchange.throw(error)  # raised again, carrying this ask's paid replies
                 if not ask.paid:
                     error.calls = ()  # any reply it had was another ask's, paid there
                 self._fail(job, error)

@@ -78,7 +78,7 @@ class PaidCalls:
             for key, entry in keys.items()
         ]
 
-    def settle(self, qid: str, calls: Sequence[CallRecord]) -> list[CallRecord]:
+    def settle(self, qid: str, calls: Sequence[CallRecord]) -> tuple[CallRecord, ...]:
         """Query ``qid`` finished: its calls, each with what an earlier process of this run
         paid for the same request added (the answer then came from the cache here, but this
         run bought it). What was booked for the query is dropped: its record carries it now."""
@@ -87,18 +87,21 @@ class PaidCalls:
         settled = []
         for call in calls:
             entry = carried.pop(call.cache_key, None)
-            if entry is not None:
-                prompt, completion, replies = entry
-                # every reply past the first one of this call counts as a re-ask
-                extra = replies - 1 if call.cached else replies
-                call = replace(
+            if entry is None:
+                settled.append(call)
+                continue
+            prompt, completion, replies = entry
+            # every reply past the first one of this call counts as a re-ask
+            extra = replies - 1 if call.cached else replies
+            settled.append(
+                replace(
                     call,
                     usage=call.usage + Usage(prompt, completion),
                     cached=False,
                     reasks=call.reasks + extra,
                 )
-            settled.append(call)
-        return settled
+            )
+        return tuple(settled)
 
 
 class PaidJournal:

@@ -22,15 +22,14 @@ from ..driver import call_log
 from ..errors import BudgetError, UserError
 from ..pricing import PriceTable
 from ..rerankers.protocol import Reranker
-from ..types import Ranking
 from .batch import run_batch_mode
 from .datasets import GoldenSet, load_dataset
 from .estimate import estimate, query_bound
 from .metrics import DEFAULT_METRICS, evaluate
 from .pipelines import PipelineSpec, expand_pipelines
 from .progress import Progress
-from .records import PaidJournal, query_record
 from .ray_executor import run_ray_mode
+from .records import PaidJournal, query_record
 
 __all__ = ["Experiment", "RunResult", "estimate", "load_experiment", "run_experiment"]
 
@@ -165,7 +164,9 @@ def run_experiment(
                 result = RunResult({"dataset": golden.name, "pipeline": spec.to_dict(), "repeat": repeat})
                 checkpoint = out / (result.path_name.removesuffix(".json") + ".partial.jsonl")
                 done = _read_checkpoint(checkpoint)
-                journal = PaidJournal(checkpoint.with_name(checkpoint.name.replace(".partial.jsonl", ".paid.jsonl")), done)
+                journal = PaidJournal(
+                    checkpoint.with_name(checkpoint.name.replace(".partial.jsonl", ".paid.jsonl")), done
+                )
                 batch_summary = run_batch_mode(experiment.batch, reranker, golden, done, checkpoint, prices)
                 run_ray_mode(experiment.executor, spec, golden, done, checkpoint, experiment.cache_dir)
                 if tracker is not None:
