@@ -2,7 +2,11 @@
 
 Only validated replies are cached; a hit is parsed again, so a stale or corrupt entry is a
 miss, never a wrong answer. A cache that cannot be read or written is logged and bypassed:
-the answer that was paid for is never lost to a full disk.
+the answer that was paid for is never lost to a full disk. Nor to a failure: every call
+finished before an error, and the invalid replies of the call that failed, go with the
+error (``LLMRerankError.calls``), and ``call_log`` sees each call as it finishes.
+
+Long because one conversation serves the sync and async paths, and both keep those books.
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ input order is kept and the ranking says ``degraded`` and why.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
@@ -17,8 +16,7 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 
-from ..driver import call_log
-from ..errors import LLMRerankError, StageTimeoutError, UserError
+from ..errors import LLMRerankError, UserError
 from ..pricing import PriceTable
 from ..types import (
     CallRecord,
@@ -31,7 +29,7 @@ from ..types import (
     as_candidates,
     as_query,
 )
-from ._budget import run_with_budget
+from ._budget import await_with_budget, run_with_budget
 from ._trace import TraceWriter
 from .protocol import Reranker
 from .routing import Router
@@ -207,14 +205,9 @@ class Cascade:
     def _run_stage_sync(self, stage: Stage, query: str, inputs: list[Candidate]) -> Ranking:
         if stage.timeout_s is None:
             return stage.reranker.rerank(query, inputs, top_k=stage.asked_top_k)
-        with call_log() as log:
-            try:
-                return run_with_budget(
-                    partial(stage.reranker.rerank, query, inputs, top_k=stage.asked_top_k), stage.timeout_s
-                )
-            except StageTimeoutError as exc:
-                exc.calls = tuple(log)  # paid before the budget ran out
-                raise
+        return run_with_budget(
+            partial(stage.reranker.rerank, query, inputs, top_k=stage.asked_top_k), stage.timeout_s
+        )
 
     def rerank(self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None) -> Ranking:
         walk = self._walk(query, candidates, top_k)
@@ -233,15 +226,8 @@ class Cascade:
 
     # -- async -----------------------------------------------------------------------
     async def _run_stage_async(self, stage: Stage, query: str, inputs: list[Candidate]) -> Ranking:
-        with call_log() as log:
-            try:
-                return await asyncio.wait_for(
-                    stage.reranker.arerank(query, inputs, top_k=stage.asked_top_k), stage.timeout_s
-                )
-            except asyncio.TimeoutError:
-                error = StageTimeoutError(f"timeout after {stage.timeout_s}s")
-                error.calls = tuple(log)  # paid before the budget ran out
-                raise error from None
+        work = stage.reranker.arerank(query, inputs, top_k=stage.asked_top_k)
+        return await await_with_budget(work, stage.timeout_s)
 
     async def arerank(
         self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None
