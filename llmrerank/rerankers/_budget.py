@@ -38,7 +38,7 @@ def run_with_budget(work: Callable[[], T], budget_s: float) -> T:
         finally:
             finished.set()
 
-    with call_log() as log:
+    with call_log() as log:  # the thread runs in this copy of the context: its calls reach log
         context = contextvars.copy_context()
     threading.Thread(target=context.run, args=(target,), daemon=True, name="llmrerank-stage").start()
     if not finished.wait(budget_s):
