@@ -3,7 +3,6 @@ same metrics as online, batch prices, partial failures re-asked, a killed run re
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -27,6 +26,8 @@ from llmrerank.pricing import PriceTable
 from llmrerank.settings import TREC_FILES, asset
 from llmrerank.testing import Fault, SimulatedJudge, WireRequest, WireResponse
 from llmrerank.testing.batch_server import BatchWireServer
+
+from .test_books import state_rounds
 
 FAST = {"poll_s": 0.02, "poll_max_s": 0.1}
 MODELS = {"openai": "openai:gpt-4o-mini", "anthropic": "anthropic:claude-haiku-4-5"}
@@ -141,16 +142,6 @@ def test_a_request_that_keeps_failing_is_reported_not_dropped(judge: SimulatedJu
         batched = run(exp, tmp_path / "batch")
     assert batched["queries"] == 6
     assert batched["degraded_queries"] == 1  # that query kept its first-stage order
-
-
-def state_rounds(out: Path) -> int:
-    """How many batches the run's state file says were submitted (0 before it exists)."""
-    for path in out.glob("*.batch.json"):
-        try:
-            return int(json.loads(path.read_text())["rounds"])
-        except (OSError, ValueError, KeyError):
-            return 0
-    return 0
 
 
 def test_a_killed_run_resumes_without_paying_twice(judge: SimulatedJudge, tmp_path: Path) -> None:

@@ -40,8 +40,6 @@ from llmrerank.testing import (
 from llmrerank.testing.batch_server import BatchWireServer
 from llmrerank.types import Ranking, Usage
 
-from .test_batch import state_rounds
-
 FAST = {"poll_s": 0.02, "poll_max_s": 0.1}
 PASSAGES = [{"id": f"d{i}", "text": f"passage number {i}"} for i in range(8)]
 WINDOW = '{"ranking": ["1", "2", "3", "4"]}'
@@ -103,6 +101,16 @@ def cli_process(config: Path, out: Path) -> subprocess.Popen[bytes]:
         ],
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
+
+
+def state_rounds(out: Path) -> int:
+    """How many batches the run's state file says were submitted (0 before it exists)."""
+    for path in out.glob("*.batch.json"):
+        try:
+            return int(json.loads(path.read_text())["rounds"])
+        except (OSError, ValueError, KeyError):
+            return 0
+    return 0
 
 
 def kill_when(child: subprocess.Popen[bytes], ready: Callable[[], bool]) -> None:
