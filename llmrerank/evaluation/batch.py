@@ -9,6 +9,10 @@ expired or errored is submitted again in the next round, up to ``max_attempts``;
 its query keeps the earlier order and says so (``degraded``), as online. Answers land in
 the response cache, so a re-run is free and a killed run resumes from the cache plus the
 batches listed in its state file.
+
+Long because it steps every query's cascade and plan by hand, round by round, and keeps
+each query's books: a reply two queries share is paid once, a failed query keeps what it
+paid, and what a killed run paid is booked in its state file.
 """
 
 from __future__ import annotations
