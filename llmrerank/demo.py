@@ -169,7 +169,7 @@ def run_demo(
         cascade_row.seconds.append(time.perf_counter() - started)
         cascade_row.run[query.qid] = _run(ranking)
         local_stage, llm_stage = ranking.stages
-        cascade_row.calls += len(ranking.calls)
+        cascade_row.calls += sum(1 for call in ranking.calls if not call.cached)
         cascade_row.prompt_tokens += ranking.usage.prompt_tokens
         cascade_row.completion_tokens += ranking.usage.completion_tokens
         cascade_row.degraded += ranking.degraded

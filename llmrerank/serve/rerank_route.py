@@ -120,7 +120,8 @@ def _meta(
             }
             for s in ranking.stages
         ],
-        "llm_calls": len(ranking.calls),
+        # paid calls only, as everywhere else; answers from the cache are counted apart
+        "llm_calls": sum(1 for c in ranking.calls if not c.cached),
         "cached_calls": sum(1 for c in ranking.calls if c.cached),
         "tokens": {"prompt": usage.prompt_tokens, "completion": usage.completion_tokens},
         "cost_usd": sum(s.cost_usd for s in ranking.stages),
@@ -208,7 +209,11 @@ async def rerank(
     metrics.observe_ranking(name, ranking)
     metrics.request_latency.labels(name).observe(latency)
     metrics.requests.labels(name, "200").inc()
-    request.state.log.update(degraded=ranking.degraded, llm_calls=len(ranking.calls))
+    request.state.log.update(
+        degraded=ranking.degraded,
+        llm_calls=sum(1 for c in ranking.calls if not c.cached),
+        cached_calls=sum(1 for c in ranking.calls if c.cached),
+    )
     n = len(texts)
     results = [
         RerankResult(
