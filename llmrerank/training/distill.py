@@ -246,6 +246,7 @@ def distill(
     """
     settings = settings or TrainSettings()
     kind, base_model = _parse_stage(stage)
+    settings.loss_for(kind)  # a wrong loss is refused before anything loads
     records = read_labels(labels)
     queries = group_by_query(records)
     excluded = read_excluded_queries(exclude_queries) if exclude_queries else []
