@@ -43,8 +43,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_NARROW_TO",
-    "FirstStage",
     "TRAINING_RECORD",
+    "FirstStage",
     "PipelineSpec",
     "build_stage",
     "hybrid",

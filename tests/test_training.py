@@ -52,8 +52,12 @@ def record(**changes: Any) -> dict[str, Any]:
 def test_labels_round_trip(tmp_path: Path) -> None:
     records = [
         LabelRecord("q1", "what is a flea", "p1", "Fleas are insects.", 3.0, {"source": "qrels"}),
-        LabelRecord("q1", "what is a flea", "p2", "Dogs bark.", 0.0, {"source": "qrels"}, score=0.1, rank=2, of=2),
-        LabelRecord("q2", "héllo wörld", "p1", "A passage with ünïcode.", 1.5, {"source": "llm", "model": "m"}),
+        LabelRecord(
+            "q1", "what is a flea", "p2", "Dogs bark.", 0.0, {"source": "qrels"}, score=0.1, rank=2, of=2
+        ),
+        LabelRecord(
+            "q2", "héllo wörld", "p1", "A passage with ünïcode.", 1.5, {"source": "llm", "model": "m"}
+        ),
     ]
     path = tmp_path / "labels.jsonl"
     assert write_labels(path, records) == 3
@@ -103,7 +107,9 @@ def test_qrels_convert_to_labels_with_their_grades(tmp_path: Path) -> None:
         assert item.provenance["source"] == "qrels"
     assert {r.label for r in records} != {0.0}
     out = tmp_path / "qrels.jsonl"
-    completed = run_cli("label", "--dataset", "dl20", "--limit", "2", "--depth", str(DEPTH), "--from-qrels", "--out", str(out))
+    completed = run_cli(
+        "label", "--dataset", "dl20", "--limit", "2", "--depth", str(DEPTH), "--from-qrels", "--out", str(out)
+    )
     assert completed.returncode == 0, completed.stderr
     assert read_labels(out) == records
 
@@ -125,7 +131,9 @@ def dl20_input(tmp_path: Path) -> Path:
         for line in lines:
             raw = json.loads(line)
             candidates = [{"id": c["docid"], "text": c["text"]} for c in raw["candidates"][:DEPTH]]
-            handle.write(json.dumps({"query_id": raw["qid"], "query": raw["query"], "candidates": candidates}) + "\n")
+            handle.write(
+                json.dumps({"query_id": raw["qid"], "query": raw["query"], "candidates": candidates}) + "\n"
+            )
     return path
 
 
@@ -135,7 +143,14 @@ def sim_labels(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("label")
     input_path, out = dl20_input(folder), folder / "labels.jsonl"
     completed = run_cli(
-        "label", str(input_path), "-m", "sim:dl20@1.0", "--out", str(out), "--cache-dir", str(folder / "cache")
+        "label",
+        str(input_path),
+        "-m",
+        "sim:dl20@1.0",
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(folder / "cache"),
     )
     assert completed.returncode == 0, completed.stderr
     assert f"labelled {QUERIES} queries" in completed.stdout
@@ -151,7 +166,9 @@ def test_label_writes_the_judges_grades_with_provenance(sim_labels: tuple[Path, 
     assert len(records) == QUERIES * DEPTH
     for item in records:
         perceived = judge.model.perceived(
-            " ".join(item.query.split()), normalise(item.passage)[:80], judge.relevance(item.query, item.passage)
+            " ".join(item.query.split()),
+            normalise(item.passage)[:80],
+            judge.relevance(item.query, item.passage),
         )
         assert item.label == judge.model.grade(perceived, 3, [0, 1, 2, 3])
     provenance = records[0].provenance
@@ -169,26 +186,43 @@ def test_a_second_label_run_is_all_cache_hits_and_a_rerun_appends_nothing(
     input_path, out = sim_labels
     cache = out.parent / "cache"
     again = tmp_path / "again.jsonl"
-    completed = run_cli("label", str(input_path), "-m", "sim:dl20@1.0", "--out", str(again), "--cache-dir", str(cache))
+    completed = run_cli(
+        "label", str(input_path), "-m", "sim:dl20@1.0", "--out", str(again), "--cache-dir", str(cache)
+    )
     assert completed.returncode == 0, completed.stderr
     calls = QUERIES * DEPTH
     assert f"{calls} LLM calls, {calls} from the cache" in completed.stdout
     assert read_labels(again) == read_labels(out)
     before = out.read_bytes()
-    completed = run_cli("label", str(input_path), "-m", "sim:dl20@1.0", "--out", str(out), "--cache-dir", str(cache))
+    completed = run_cli(
+        "label", str(input_path), "-m", "sim:dl20@1.0", "--out", str(out), "--cache-dir", str(cache)
+    )
     assert completed.returncode == 0, completed.stderr
     assert f"labelled 0 queries ({QUERIES} already done): 0 pairs" in completed.stdout
     assert out.read_bytes() == before
     other = run_cli(
-        "label", str(input_path), "-m", "sim:dl20@1.0", "-s", "setwise", "--out", str(out), "--cache-dir", str(cache)
+        "label",
+        str(input_path),
+        "-m",
+        "sim:dl20@1.0",
+        "-s",
+        "setwise",
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(cache),
     )
     assert other.returncode == 2
     assert "already holds labels from another teacher" in other.stderr
 
 
-def test_label_dry_run_prints_the_call_bound_and_calls_nothing(sim_labels: tuple[Path, Path], tmp_path: Path) -> None:
+def test_label_dry_run_prints_the_call_bound_and_calls_nothing(
+    sim_labels: tuple[Path, Path], tmp_path: Path
+) -> None:
     input_path, _ = sim_labels
-    completed = run_cli("label", str(input_path), "-m", "sim:dl20@1.0", "--out", str(tmp_path / "x.jsonl"), "--dry-run")
+    completed = run_cli(
+        "label", str(input_path), "-m", "sim:dl20@1.0", "--out", str(tmp_path / "x.jsonl"), "--dry-run"
+    )
     assert completed.returncode == 0, completed.stderr
     assert f"calls ≤ {QUERIES * DEPTH}" in completed.stdout
     assert not (tmp_path / "x.jsonl").exists()
@@ -197,13 +231,23 @@ def test_label_dry_run_prints_the_call_bound_and_calls_nothing(sim_labels: tuple
 def test_listwise_orders_become_position_bands(tmp_path: Path) -> None:
     input_path, out = dl20_input(tmp_path), tmp_path / "listwise.jsonl"
     completed = run_cli(
-        "label", str(input_path), "-m", "sim:dl20", "-s", "listwise", "--out", str(out), "--cache-dir", str(tmp_path / "c")
+        "label",
+        str(input_path),
+        "-m",
+        "sim:dl20",
+        "-s",
+        "listwise",
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(tmp_path / "c"),
     )
     assert completed.returncode == 0, completed.stderr
     records = read_labels(out)
     assert {r.provenance["mapping"] for r in records} == {"position-bands"}
     for item in records:
-        assert item.of == DEPTH and item.rank is not None
+        assert item.of == DEPTH
+        assert item.rank is not None
         assert item.label == position_grade(item.rank - 1, DEPTH, [0, 1, 2, 3])
 
 
@@ -211,7 +255,8 @@ def test_the_query_split_is_seeded_and_keeps_queries_whole() -> None:
     golden = load_dataset("dl20", limit=10, depth=3)
     queries = group_by_query(labels_from_golden(golden))
     train, validation = split_queries(queries, 0.2, seed=0)
-    assert len(validation) == 2 and len(train) == 8
+    assert len(validation) == 2
+    assert len(train) == 8
     assert not {q.query_id for q in train} & {q.query_id for q in validation}
     assert split_queries(queries, 0.2, seed=0) == (train, validation)
     assert split_queries(queries, 0.2, seed=1) != (train, validation)
@@ -226,7 +271,9 @@ def test_distill_refuses_labels_that_overlap_the_eval_set(tmp_path: Path) -> Non
         distill(leaked, "cross-encoder:", tmp_path / "out", eval_sets=["dl19"])
     # a different id and spelling of the same query is still the same query
     renamed = [
-        LabelRecord("x-" + r.query_id, "  " + r.query.upper() + " ", r.passage_id, r.passage, r.label, r.provenance)
+        LabelRecord(
+            "x-" + r.query_id, "  " + r.query.upper() + " ", r.passage_id, r.passage, r.label, r.provenance
+        )
         for r in records
     ]
     write_labels(leaked, renamed)
@@ -242,7 +289,9 @@ def test_distill_refuses_labels_that_overlap_the_eval_set(tmp_path: Path) -> Non
     assert not (tmp_path / "out").exists()
 
 
-QUICK = TrainSettings(batch_size=2, list_size=DEPTH, max_length=128, max_steps=2, eval_steps=2, learning_rate=5e-5)
+QUICK = TrainSettings(
+    batch_size=2, list_size=DEPTH, max_length=128, max_steps=2, eval_steps=2, learning_rate=5e-5
+)
 
 
 def test_a_distilled_cross_encoder_loads_as_a_stage_and_names_its_labels(
@@ -252,7 +301,13 @@ def test_a_distilled_cross_encoder_loads_as_a_stage_and_names_its_labels(
     out = tmp_path / "ce"
     lines: list[str] = []
     record_ = distill(
-        labels, "cross-encoder:", out, settings=QUICK, validation_fraction=0.34, eval_sets=["dl19"], echo=lines.append
+        labels,
+        "cross-encoder:",
+        out,
+        settings=QUICK,
+        validation_fraction=0.34,
+        eval_sets=["dl19"],
+        echo=lines.append,
     )
     assert any(line.startswith("[distill] validation nDCG@10 before training") for line in lines)
     assert record_["counts"] == {
@@ -267,7 +322,8 @@ def test_a_distilled_cross_encoder_loads_as_a_stage_and_names_its_labels(
     }
     assert record_["base_model"] == default_cross_encoder()
     assert record_["settings"]["loss"] == "lambda"
-    assert record_["validation"]["before"] is not None and record_["validation"]["best"] is not None
+    assert record_["validation"]["before"] is not None
+    assert record_["validation"]["best"] is not None
     assert json.loads((out / TRAINING_RECORD).read_text("utf-8")) == json.loads(json.dumps(record_))
     card = (out / "MODEL_CARD.md").read_text("utf-8")
     for needle in (
@@ -284,13 +340,17 @@ def test_a_distilled_cross_encoder_loads_as_a_stage_and_names_its_labels(
         assert needle in card, needle
 
     spec = f"cross-encoder:{out}"
-    stage = build_stage(spec)
     query = load_dataset("dl20", limit=1, depth=DEPTH).queries[0]
-    ranking = stage.rerank(query.query, query.candidates)
-    assert sorted(ranking.ids) == sorted(c.id for c in query.candidates)
+    torch_ranking = build_stage(spec + "?backend=torch").rerank(query.query, query.candidates)
+    assert sorted(torch_ranking.ids) == sorted(c.id for c in query.candidates)
+    onnx_stage = build_stage(f"{spec}?backend=onnx&onnx_cache_dir={tmp_path / 'onnx'}")
+    onnx_scores = {item.id: item.score for item in onnx_stage.rerank(query.query, query.candidates)}
+    for item in torch_ranking:  # the ONNX export of the distilled folder scores as torch does
+        assert onnx_scores[item.id] == pytest.approx(item.score, abs=1e-3)
     training = stage_training(spec)
     assert training is not None
-    assert training["labels"] == str(labels) and training["teachers"] == ["sim:dl20@1.0"]
+    assert training["labels"] == str(labels)
+    assert training["teachers"] == ["sim:dl20@1.0"]
     assert PipelineSpec(narrow_with=(spec,)).to_dict()["trained_on"] == [training]
     assert stage_training("cross-encoder:") is None
 
@@ -303,7 +363,13 @@ def test_the_eval_report_of_a_distilled_stage_names_its_training_labels(
 
     _, labels = sim_labels
     out = tmp_path / "ce"
-    distill(labels, "cross-encoder:", out, settings=TrainSettings(max_steps=1, max_length=64), validation_fraction=0)
+    distill(
+        labels,
+        "cross-encoder:",
+        out,
+        settings=TrainSettings(max_steps=1, max_length=64),
+        validation_fraction=0,
+    )
     experiment = Experiment(
         name="distilled",
         datasets=(DatasetSpec("dl19", limit=1, depth=5),),
@@ -325,8 +391,9 @@ def test_a_distilled_dense_stage_trains_and_loads(sim_labels: tuple[Path, Path],
     _, labels = sim_labels
     out = tmp_path / "dense"
     completed = run_cli(
-        "distill", str(labels), "--stage", "dense:", "--out", str(out), "--max-steps", "2", "--eval-steps", "2",
-        "--batch-size", "8", "--max-length", "128", "--validation-fraction", "0.34",
+        "distill", str(labels), "--stage", "dense:", "--out", str(out),
+        "--max-steps", "2", "--eval-steps", "2", "--batch-size", "8", "--max-length", "128",
+        "--validation-fraction", "0.34",
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr
     assert f"Use it as dense:{out}" in completed.stdout
@@ -334,12 +401,14 @@ def test_a_distilled_dense_stage_trains_and_loads(sim_labels: tuple[Path, Path],
     assert record_["base_model"] == default_dense_model()
     assert record_["settings"]["loss"] == "cosent"
     assert record_["counts"]["steps"] == 2
-    stage = build_stage(f"dense:{out}")
+    stage = build_stage(f"dense:{out}?backend=torch")
     query = load_dataset("dl20", limit=1, depth=DEPTH).queries[0]
     assert len(stage.rerank(query.query, query.candidates).ids) == DEPTH
 
 
-def test_distill_refuses_a_wrong_loss_and_a_used_folder(sim_labels: tuple[Path, Path], tmp_path: Path) -> None:
+def test_distill_refuses_a_wrong_loss_and_a_used_folder(
+    sim_labels: tuple[Path, Path], tmp_path: Path
+) -> None:
     _, labels = sim_labels
     with pytest.raises(UserError, match="not one for a dense stage"):
         distill(labels, "dense:", tmp_path / "a", settings=TrainSettings(loss="lambda"))

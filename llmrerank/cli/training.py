@@ -39,7 +39,9 @@ Examples:
 @click.option("--depth", type=int, help="With --dataset: the first N candidates of each query.")
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Labels JSONL (appended).")
 @click.option("--pipeline", type=click.Path(exists=True, dir_okay=False), help="Its LLM stage labels.")
-@click.option("--model", "-m", help="openai:MODEL, anthropic:MODEL, local:[PATH.gguf] or sim:DATASET[@SIGMA].")
+@click.option(
+    "--model", "-m", help="openai:MODEL, anthropic:MODEL, local:[PATH.gguf] or sim:DATASET[@SIGMA]."
+)
 @click.option("--base-url", help="An OpenAI- or Anthropic-compatible server.")
 @click.option(
     "--strategy",
@@ -54,7 +56,9 @@ Examples:
 @click.option("--max-concurrency", type=int, default=8, show_default=True)
 @click.option("--qrels", type=click.Path(exists=True, dir_okay=False), help="Convert INPUT with these qrels.")
 @click.option("--from-qrels", is_flag=True, help="With --dataset: its own judgements are the labels.")
-@click.option("--dry-run", is_flag=True, help="Print the most LLM calls (a proven bound) and the cost; call nothing.")
+@click.option(
+    "--dry-run", is_flag=True, help="Print the most LLM calls (a proven bound) and the cost; call nothing."
+)
 @click.option("--cache-dir", type=click.Path(file_okay=False), help=f"Default {DEFAULT_CACHE_DIR}.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the response cache.")
 @click.option(
@@ -86,7 +90,13 @@ def label_command(
     quiet: bool,
     **strategy_options: Any,
 ) -> None:
-    from ..training import labels_from_golden, label_queries, progress_printer, queries_from_golden, read_queries
+    from ..training import (
+        label_queries,
+        labels_from_golden,
+        progress_printer,
+        queries_from_golden,
+        read_queries,
+    )
     from ..training.labels import write_labels
 
     if (input_file is None) == (dataset is None):
@@ -130,7 +140,9 @@ def label_command(
         _print_bound(spec, queries)
         return
     cache = open_cache(cache_dir, no_cache, cache_mode)
-    run = label_queries(spec, queries, out, cache=cache, on_query=None if quiet else progress_printer(len(queries)))
+    run = label_queries(
+        spec, queries, out, cache=cache, on_query=None if quiet else progress_printer(len(queries))
+    )
     click.echo(
         f"labelled {run.queries} queries ({run.skipped_queries} already done): {run.pairs:,} pairs to {out}; "
         f"{run.calls:,} LLM calls, {run.cached_calls:,} from the cache; {run.seconds:.1f}s"
@@ -181,7 +193,9 @@ Examples:
 
 @main.command("distill", help=_DISTILL_HELP, short_help="Train a local stage on a labels JSONL.")
 @click.argument("labels", type=click.Path(exists=True, dir_okay=False))
-@click.option("--stage", default="cross-encoder:", show_default=True, help="cross-encoder:[BASE] or dense:[BASE].")
+@click.option(
+    "--stage", default="cross-encoder:", show_default=True, help="cross-encoder:[BASE] or dense:[BASE]."
+)
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="A new folder.")
 @click.option(
     "--loss",
@@ -190,14 +204,20 @@ Examples:
 )
 @click.option("--epochs", type=float, default=1.0, show_default=True)
 @click.option(
-    "--batch-size", type=int, default=8, show_default=True, help="Lists per step (listwise losses), else pairs."
+    "--batch-size",
+    type=int,
+    default=8,
+    show_default=True,
+    help="Lists per step (listwise losses), else pairs.",
 )
 @click.option("--learning-rate", "--lr", type=float, default=2e-5, show_default=True)
 @click.option("--max-length", type=int, default=256, show_default=True, help="Tokens per input.")
 @click.option("--list-size", type=int, default=32, show_default=True, help="Passages per list (listwise).")
 @click.option("--validation-fraction", type=float, default=0.2, show_default=True, help="Of the queries.")
 @click.option("--eval-steps", type=int, help="Validate every N steps [about 4 times an epoch].")
-@click.option("--patience", type=int, default=3, show_default=True, help="Validations without gain before stopping.")
+@click.option(
+    "--patience", type=int, default=3, show_default=True, help="Validations without gain before stopping."
+)
 @click.option("--max-steps", type=int, help="Stop after N steps.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(

@@ -55,7 +55,11 @@ def _trained(results: Sequence[dict[str, Any]]) -> list[str]:
                 f"{stage['labels']} (sha256 {stage['labels_sha256'][:12]}, {stage['queries']} queries, "
                 f"{stage['pairs']} pairs; teacher {', '.join(map(str, stage['teachers']))}"
                 + (f"; validation nDCG@10 {validation:.4f}" if validation is not None else "")
-                + (f"; checked against {', '.join(stage['eval_sets_checked'])}" if stage["eval_sets_checked"] else "")
+                + (
+                    f"; checked against {', '.join(stage['eval_sets_checked'])}"
+                    if stage["eval_sets_checked"]
+                    else ""
+                )
                 + ")"
             )
     return lines

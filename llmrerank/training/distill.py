@@ -107,9 +107,7 @@ def check_leakage(
             )
         )
     for name, ids, texts in forbidden:
-        clashes = [
-            q for q in queries if q.query_id in ids or normalise_query(q.query) in texts
-        ]
+        clashes = [q for q in queries if q.query_id in ids or normalise_query(q.query) in texts]
         if clashes:
             shown = ", ".join(f"{q.query_id} ({q.query[:40]!r})" for q in clashes[:5])
             raise UserError(
@@ -182,23 +180,28 @@ def _card(record: dict[str, Any]) -> str:
     ]
     for provenance in labels["provenance"]:
         if provenance.get("source") == "llm":
+            prompt_sha, rubric_sha = (str(provenance.get(k))[:12] for k in ("prompt_sha256", "rubric_sha256"))
             lines.append(
                 f"- teacher: `{provenance.get('model')}`, {provenance.get('strategy')} with prompt "
-                f"`{provenance.get('prompt')}` (sha256 `{str(provenance.get('prompt_sha256'))[:12]}…`), "
-                f"rubric `{provenance.get('rubric')}` (sha256 `{str(provenance.get('rubric_sha256'))[:12]}…`), "
+                f"`{provenance.get('prompt')}` (sha256 `{prompt_sha}…`), "
+                f"rubric `{provenance.get('rubric')}` (sha256 `{rubric_sha}…`), "
                 f"labels by {provenance.get('mapping')}"
             )
         else:
-            lines.append(f"- source: {provenance.get('source', 'unknown')} {provenance.get('dataset', '')}".rstrip())
+            lines.append(
+                f"- source: {provenance.get('source', 'unknown')} {provenance.get('dataset', '')}".rstrip()
+            )
     lines += [
-        f"- evaluation sets checked for overlap (none found): {', '.join(record['eval_sets']) or 'none given'}"
+        "- evaluation sets checked for overlap (none found): "
+        + (", ".join(record["eval_sets"]) or "none given")
         + (f"; {record['excluded_queries']} excluded queries" if record["excluded_queries"] else ""),
         "",
         "## Counts",
         "",
         f"- queries: {counts['queries']} ({counts['train_queries']} train, "
         f"{counts['validation_queries']} validation, split by query)",
-        f"- pairs: {counts['pairs']} ({counts['train_pairs']} train, {counts['validation_pairs']} validation)",
+        f"- pairs: {counts['pairs']} ({counts['train_pairs']} train, "
+        f"{counts['validation_pairs']} validation)",
         f"- training rows: {counts['train_rows']}; steps: {counts['steps']}",
         "",
         "## Training",

@@ -252,9 +252,7 @@ def group_by_query(records: Iterable[LabelRecord]) -> list[LabelledQuery]:
             )
         passages.setdefault(record.query_id, []).append(record.passage)
         labels.setdefault(record.query_id, []).append(record.label)
-    return [
-        LabelledQuery(qid, texts[qid], tuple(passages[qid]), tuple(labels[qid])) for qid in texts
-    ]
+    return [LabelledQuery(qid, texts[qid], tuple(passages[qid]), tuple(labels[qid])) for qid in texts]
 
 
 def labels_from_golden(golden: Any, *, include_unjudged: bool = True) -> list[LabelRecord]:

@@ -131,7 +131,7 @@ class GradedRerankingEvaluator:
                 metrics = {"ndcg@10": sum(kept) / len(kept) if kept else 0.0}
                 metrics = self.prefix_name_to_metrics(metrics, self.name)
                 self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
-                return metrics  # type: ignore[no-any-return]
+                return metrics
 
         return Evaluator()
 

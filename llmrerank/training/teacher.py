@@ -91,7 +91,10 @@ def read_queries(path: str | os.PathLike[str]) -> list[LabelQuery]:
             raw_candidates = record["candidates"]
             if isinstance(raw_candidates, list):
                 raw_candidates = [
-                    {**{k: v for k, v in c.items() if k not in ("docid", "rank", "bm25_score")}, "id": c["docid"]}
+                    {
+                        **{k: v for k, v in c.items() if k not in ("docid", "rank", "bm25_score")},
+                        "id": c["docid"],
+                    }
                     if isinstance(c, dict) and "docid" in c and "id" not in c
                     else c
                     for c in raw_candidates
@@ -247,7 +250,9 @@ def label_queries(
     return run
 
 
-def progress_printer(total: int, stream: IO[str] | None = None) -> Callable[[int, LabelQuery, LabelRun], None]:
+def progress_printer(
+    total: int, stream: IO[str] | None = None
+) -> Callable[[int, LabelQuery, LabelRun], None]:
     """An ``on_query`` callback writing one line per query to ``stream`` (stderr)."""
 
     def report(number: int, query: LabelQuery, run: LabelRun) -> None:
