@@ -289,16 +289,19 @@ def test_distill_refuses_labels_that_overlap_the_eval_set(tmp_path: Path) -> Non
     assert not (tmp_path / "out").exists()
 
 
+# one step over two lists of ten passages: seconds on a CPU
 QUICK = TrainSettings(
-    batch_size=2, list_size=DEPTH, max_length=128, max_steps=2, eval_steps=2, learning_rate=5e-5
+    batch_size=2, list_size=DEPTH, max_length=64, max_steps=1, eval_steps=1, learning_rate=5e-5
 )
 
 
-def test_a_distilled_cross_encoder_loads_as_a_stage_and_names_its_labels(
-    sim_labels: tuple[Path, Path], tmp_path: Path
-) -> None:
+@pytest.fixture(scope="module")
+def distilled_ce(
+    sim_labels: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path, dict[str, Any], list[str]]:
+    """(labels, folder, training record, progress lines) of one quick cross-encoder run."""
     _, labels = sim_labels
-    out = tmp_path / "ce"
+    out = tmp_path_factory.mktemp("distilled") / "ce"
     lines: list[str] = []
     record_ = distill(
         labels,
@@ -309,19 +312,22 @@ def test_a_distilled_cross_encoder_loads_as_a_stage_and_names_its_labels(
         eval_sets=["dl19"],
         echo=lines.append,
     )
+    return labels, out, record_, lines
+
+
+def test_a_distilled_cross_encoder_has_a_model_card_and_a_training_record(
+    distilled_ce: tuple[Path, Path, dict[str, Any], list[str]],
+) -> None:
+    labels, out, record_, lines = distilled_ce
     assert any(line.startswith("[distill] validation nDCG@10 before training") for line in lines)
-    assert record_["counts"] == {
-        "queries": 3,
-        "train_queries": 2,
-        "validation_queries": 1,
-        "pairs": 30,
-        "train_pairs": 20,
-        "validation_pairs": 10,
-        "train_rows": 2,
-        "steps": 2,
-    }
+    assert any(line.startswith("[distill] step 1/1") for line in lines)
+    counts = record_["counts"]
+    assert (counts["queries"], counts["train_queries"], counts["validation_queries"]) == (3, 2, 1)
+    assert (counts["pairs"], counts["train_pairs"], counts["validation_pairs"]) == (30, 20, 10)
+    assert counts["steps"] == 1
     assert record_["base_model"] == default_cross_encoder()
     assert record_["settings"]["loss"] == "lambda"
+    assert record_["labels"]["provenance"][0]["model"] == "sim:dl20@1.0"
     assert record_["validation"]["before"] is not None
     assert record_["validation"]["best"] is not None
     assert json.loads((out / TRAINING_RECORD).read_text("utf-8")) == json.loads(json.dumps(record_))
@@ -339,10 +345,15 @@ def test_a_distilled_cross_encoder_loads_as_a_stage_and_names_its_labels(
     ):
         assert needle in card, needle
 
+
+def test_a_distilled_cross_encoder_loads_through_stage_specs_torch_and_onnx(
+    distilled_ce: tuple[Path, Path, dict[str, Any], list[str]], tmp_path: Path
+) -> None:
+    labels, out, _, _ = distilled_ce
     spec = f"cross-encoder:{out}"
     query = load_dataset("dl20", limit=1, depth=DEPTH).queries[0]
     torch_ranking = build_stage(spec + "?backend=torch").rerank(query.query, query.candidates)
-    assert sorted(torch_ranking.ids) == sorted(c.id for c in query.candidates)
+    assert sorted(torch_ranking.ids()) == sorted(c.id for c in query.candidates)
     onnx_stage = build_stage(f"{spec}?backend=onnx&onnx_cache_dir={tmp_path / 'onnx'}")
     onnx_scores = {item.id: item.score for item in onnx_stage.rerank(query.query, query.candidates)}
     for item in torch_ranking:  # the ONNX export of the distilled folder scores as torch does
@@ -353,29 +364,22 @@ def test_a_distilled_cross_encoder_loads_as_a_stage_and_names_its_labels(
     assert training["teachers"] == ["sim:dl20@1.0"]
     assert PipelineSpec(narrow_with=(spec,)).to_dict()["trained_on"] == [training]
     assert stage_training("cross-encoder:") is None
+    assert "trained_on" not in PipelineSpec(narrow_with=("cross-encoder:",)).to_dict()
 
 
 def test_the_eval_report_of_a_distilled_stage_names_its_training_labels(
-    sim_labels: tuple[Path, Path], tmp_path: Path
+    distilled_ce: tuple[Path, Path, dict[str, Any], list[str]], tmp_path: Path
 ) -> None:
     from llmrerank.evaluation.report import write_report
     from llmrerank.evaluation.runner import DatasetSpec, Experiment, run_experiment
 
-    _, labels = sim_labels
-    out = tmp_path / "ce"
-    distill(
-        labels,
-        "cross-encoder:",
-        out,
-        settings=TrainSettings(max_steps=1, max_length=64),
-        validation_fraction=0,
-    )
+    labels, out, _, _ = distilled_ce
     experiment = Experiment(
         name="distilled",
         datasets=(DatasetSpec("dl19", limit=1, depth=5),),
         pipelines=(
             PipelineSpec(name="bm25"),
-            PipelineSpec(name="student", narrow_with=(f"cross-encoder:{out}",)),
+            PipelineSpec(name="student", narrow_with=(f"cross-encoder:{out}?backend=torch",)),
         ),
         metrics=("ndcg@10",),
     )
@@ -383,7 +387,10 @@ def test_the_eval_report_of_a_distilled_stage_names_its_training_labels(
     assert "trained_on" not in results[0]["pipeline"]
     md, html = write_report(results, tmp_path / "report", metrics=["ndcg@10"])
     text = md.read_text("utf-8")
-    assert f"dl19:student: cross-encoder:{out} (base {default_cross_encoder()}) trained on {labels}" in text
+    stage = f"cross-encoder:{out}?backend=torch"
+    expected = f"dl19:student: {stage} (base {default_cross_encoder()}) trained on {labels}"
+    assert expected in text
+    assert "checked against dl19" in text
     assert str(labels) in html.read_text("utf-8")
 
 
@@ -392,7 +399,7 @@ def test_a_distilled_dense_stage_trains_and_loads(sim_labels: tuple[Path, Path],
     out = tmp_path / "dense"
     completed = run_cli(
         "distill", str(labels), "--stage", "dense:", "--out", str(out),
-        "--max-steps", "2", "--eval-steps", "2", "--batch-size", "8", "--max-length", "128",
+        "--max-steps", "1", "--eval-steps", "1", "--batch-size", "8", "--max-length", "64",
         "--validation-fraction", "0.34",
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr
@@ -400,10 +407,10 @@ def test_a_distilled_dense_stage_trains_and_loads(sim_labels: tuple[Path, Path],
     record_ = json.loads((out / TRAINING_RECORD).read_text("utf-8"))
     assert record_["base_model"] == default_dense_model()
     assert record_["settings"]["loss"] == "cosent"
-    assert record_["counts"]["steps"] == 2
+    assert record_["counts"]["steps"] == 1
     stage = build_stage(f"dense:{out}?backend=torch")
     query = load_dataset("dl20", limit=1, depth=DEPTH).queries[0]
-    assert len(stage.rerank(query.query, query.candidates).ids) == DEPTH
+    assert len(stage.rerank(query.query, query.candidates).ids()) == DEPTH
 
 
 def test_distill_refuses_a_wrong_loss_and_a_used_folder(

@@ -23,6 +23,7 @@ reranking evaluators count a passage as relevant or not, which would throw the g
 
 from __future__ import annotations
 
+import importlib
 import math
 import random
 import sys
@@ -87,12 +88,6 @@ def ndcg_at(labels: Sequence[float], scores: Sequence[float], k: int = 10) -> fl
     return dcg / idcg if idcg > 0 else None
 
 
-def _evaluator_base() -> type:
-    from sentence_transformers.base.evaluation import BaseEvaluator
-
-    return BaseEvaluator  # type: ignore[no-any-return]
-
-
 class GradedRerankingEvaluator:
     """Mean graded nDCG@10 over validation queries with at least one positive label.
     Built by ``make`` as a subclass of sentence-transformers' ``BaseEvaluator``, so the
@@ -100,9 +95,9 @@ class GradedRerankingEvaluator:
 
     @staticmethod
     def make(queries: Sequence[LabelledQuery], kind: str, *, batch_size: int = 64) -> Any:
-        base = _evaluator_base()
+        from sentence_transformers.base.evaluation import BaseEvaluator
 
-        class Evaluator(base):  # type: ignore[misc, valid-type]
+        class Evaluator(BaseEvaluator):
             def __init__(self) -> None:
                 super().__init__()
                 self.name = VALIDATION
@@ -224,9 +219,10 @@ def _loss(kind: str, name: str, model: Any) -> Any:
 
 
 def _progress_callback(echo: Callable[[str], None]) -> Any:
-    from transformers import TrainerCallback
+    # through importlib: transformers ships type hints, and mypy would otherwise check it all
+    trainer_callback: Any = importlib.import_module("transformers").TrainerCallback
 
-    class Lines(TrainerCallback):  # type: ignore[misc]
+    class Lines(trainer_callback):  # type: ignore[misc]
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **_: Any) -> None:
             logs = logs or {}
             parts = [f"step {state.global_step}/{state.max_steps}"]
@@ -257,7 +253,8 @@ def train_student(
     try:
         import datasets
         import sentence_transformers as st
-        import transformers
+
+        transformers: Any = importlib.import_module("transformers")
     except ImportError as exc:
         raise UserError(
             f'distill needs the train extra ({exc.name} is missing): pip install "llmrerank[train]"'
@@ -295,7 +292,7 @@ def train_student(
         "max_steps": settings.max_steps or -1,
         "per_device_train_batch_size": settings.batch_size,
         "learning_rate": settings.learning_rate,
-        "warmup_ratio": settings.warmup_ratio,
+        "warmup_steps": settings.warmup_ratio,  # a float below 1: a share of the steps
         "seed": settings.seed,
         "data_seed": settings.seed,
         "logging_steps": max(1, min(eval_steps, 10)),
@@ -346,6 +343,8 @@ def train_student(
             evaluator=evaluator,
             callbacks=callbacks,
         )
+    # our own progress lines replace the trainer's printed log dicts
+    trainer.remove_callback(transformers.PrinterCallback)
     trainer.train()
     key = f"eval_{VALIDATION}_ndcg@10"
     history = [

@@ -106,10 +106,10 @@ def read_queries(path: str | os.PathLike[str]) -> list[LabelQuery]:
     if not queries:
         raise UserError(f"{path} holds no queries")
     seen: set[str] = set()
-    for query in queries:
-        if query.query_id in seen:
-            raise UserError(f"{path}: query id {query.query_id} appears twice")
-        seen.add(query.query_id)
+    for labelled in queries:
+        if labelled.query_id in seen:
+            raise UserError(f"{path}: query id {labelled.query_id} appears twice")
+        seen.add(labelled.query_id)
     return queries
 
 
