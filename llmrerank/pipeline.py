@@ -20,11 +20,10 @@ trained on, and ``to_dict`` lists that under ``trained_on`` so results and repor
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from pathlib import Path, PurePath
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -33,6 +32,7 @@ import yaml
 from ._yaml import read_yaml_mapping
 from .errors import UserError
 from .rerankers.protocol import Reranker, ranking_from_order
+from .rerankers.training_record import training_summary
 from .rubrics import Rubric
 from .types import CandidateLike, Ranking, as_candidates
 
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_NARROW_TO",
-    "TRAINING_RECORD",
     "FirstStage",
     "PipelineSpec",
     "build_stage",
@@ -52,7 +51,6 @@ __all__ = [
 ]
 
 DEFAULT_NARROW_TO = 20
-TRAINING_RECORD = "llmrerank-training.json"
 
 StageLike = str | Reranker
 
@@ -87,36 +85,13 @@ def build_stage(spec: str, *, cache: DiskCache | None = None) -> Reranker:
 
 
 def stage_training(spec: StageLike) -> dict[str, Any] | None:
-    """For a stage spec whose model is a folder ``llmrerank distill`` wrote, a summary of
-    its training record: base model, labels file and sha256, teachers, counts, validation;
-    None for any other stage."""
-    if not isinstance(spec, str):
-        model = getattr(spec, "model_name", None)
-        if not isinstance(model, str):
-            return None
-    else:
-        _, model, _ = _stage_kind(spec)
-    path = Path(model).expanduser() / TRAINING_RECORD if model else None
-    if path is None or not path.is_file():
+    """What a stage whose model is a folder ``llmrerank distill`` wrote was trained on
+    (``training_summary``), with the stage named; None for any other stage."""
+    model = _stage_kind(spec)[1] if isinstance(spec, str) else getattr(spec, "model_name", None)
+    summary = training_summary(model) if isinstance(model, str) and model else None
+    if summary is None:
         return None
-    try:
-        record = json.loads(path.read_text("utf-8"))
-        labels = record["labels"]
-        return {
-            "stage": spec if isinstance(spec, str) else getattr(spec, "name", "stage"),
-            "base_model": record["base_model"],
-            "labels": labels["path"],
-            "labels_sha256": labels["sha256"],
-            "teachers": [
-                p.get("model") or p.get("dataset") or p.get("source", "?") for p in labels["provenance"]
-            ],
-            "queries": record["counts"]["queries"],
-            "pairs": record["counts"]["pairs"],
-            "validation_ndcg@10": record["validation"]["best"],
-            "eval_sets_checked": record["eval_sets"],
-        }
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"{path} is not a readable training record: {exc}") from None
+    return {"stage": spec if isinstance(spec, str) else getattr(spec, "name", "stage"), **summary}
 
 
 class FirstStage:

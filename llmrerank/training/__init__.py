@@ -22,7 +22,8 @@ from .labels import (
     rubric_sha256,
     write_labels,
 )
-from .students import CROSS_ENCODER_LOSSES, DENSE_LOSSES, TrainSettings, ndcg_at
+from .rows import CROSS_ENCODER_LOSSES, DENSE_LOSSES, TrainSettings
+from .students import ndcg_at
 from .teacher import (
     LabelQuery,
     LabelRun,

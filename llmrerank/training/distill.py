@@ -8,8 +8,8 @@ or by normalised text is refused, so a distilled stage is never graded on what i
 
 The output folder is a normal sentence-transformers model (``cross-encoder:DIR`` and
 ``dense:DIR`` load it wherever a stage spec goes) plus ``MODEL_CARD.md`` for people and
-``llmrerank-training.json`` for tools (the eval harness names a stage's training labels
-from it: ``pipeline.stage_training``).
+``llmrerank-training.json`` for tools (results and eval reports name a stage's training
+labels from it: ``pipeline.stage_training``).
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..pipeline import TRAINING_RECORD
+from ..rerankers.training_record import TRAINING_RECORD
 from .labels import LabelledQuery, file_sha256, group_by_query, normalise_query, read_labels
-from .students import TrainSettings, train_student
+from .rows import TrainSettings
+from .students import train_student
 
 __all__ = ["TRAINING_RECORD", "check_leakage", "distill", "read_excluded_queries", "split_queries"]
 
