@@ -15,6 +15,7 @@ from typing import Any
 
 from . import settings
 from .cache import DiskCache
+from .errors import LLMRerankError
 from .evaluation.datasets import GoldenSet, load_dataset
 from .evaluation.metrics import evaluate
 from .pipeline import PipelineSpec, build_stage
@@ -73,6 +74,16 @@ def _score_rows(golden: GoldenSet, rows: Sequence[DemoRow]) -> list[dict[str, An
     return table
 
 
+def _print_table(echo: Callable[[str], None], table: Sequence[dict[str, Any]]) -> None:
+    echo("")
+    echo(f"{'stage':<48}{'nDCG@10':>9}{'MRR@10':>9}{'s/query':>9}{'calls':>7}{'tokens':>9}{'degraded':>10}")
+    for row in table:
+        echo(
+            f"{row['stage']:<48}{row['ndcg@10']:>9.4f}{row['mrr@10']:>9.4f}{row['seconds_per_query']:>9.2f}"
+            f"{row['calls']:>7}{row['tokens']:>9}{row['degraded']:>10}"
+        )
+
+
 def _run(ranking: Ranking) -> dict[str, float]:
     return {item.id: item.score for item in ranking}
 
@@ -126,24 +137,33 @@ def run_demo(
     if narrow_with == "auto":
         measured = ", ".join(f"{local[s][0].name} {local_scores[s]['ndcg@10']:.4f}" for s in local)
         echo(f"local stages, nDCG@10 over all candidates: {measured}; narrowing with {narrower.name}")
-    echo(f"LLM {chosen} ({strategy}); narrowing with {narrower.name} to {narrow_to}")
-    cascade = PipelineSpec(
-        name="demo",
-        narrow_with=(narrower,),  # already loaded and measured above
-        narrow_to=(narrow_to,),
-        llm=chosen,
-        base_url=base_url,
-        strategy=strategy,
-        rubric=rubric,
-        max_concurrency=4,
-        llm_timeout_s=300,
-    ).build(cache=cache)
     first = DemoRow("BM25 (first stage)")
-    cascade_row = DemoRow(f"cascade: {narrower.name} → {narrow_to} → LLM")
-    for number, query in enumerate(golden.queries, start=1):
+    for query in golden.queries:
         first.run[query.qid] = {
             c.id: float(len(query.candidates) - i) for i, c in enumerate(query.candidates)
         }
+    local_rows = [first, *(row for _, row in local.values())]
+    echo(f"LLM {chosen} ({strategy}); narrowing with {narrower.name} to {narrow_to}")
+    try:
+        cascade = PipelineSpec(
+            name="demo",
+            narrow_with=(narrower,),  # already loaded and measured above
+            narrow_to=(narrow_to,),
+            llm=chosen,
+            base_url=base_url,
+            strategy=strategy,
+            rubric=rubric,
+            max_concurrency=4,
+            llm_timeout_s=300,
+        ).build(cache=cache)
+    except LLMRerankError:
+        # what was measured is still worth printing; the error itself says why the LLM is missing
+        _print_table(echo, _score_rows(golden, local_rows))
+        echo("")
+        echo(f"no cascade row: the LLM {chosen} could not start (the error below says why)")
+        raise
+    cascade_row = DemoRow(f"cascade: {narrower.name} → {narrow_to} → LLM")
+    for number, query in enumerate(golden.queries, start=1):
         started = time.perf_counter()
         ranking = cascade.rerank(query.query, query.candidates)
         cascade_row.seconds.append(time.perf_counter() - started)
@@ -159,14 +179,8 @@ def run_demo(
             f"LLM {llm_stage.latency_s:.1f}s, {llm_stage.calls} calls"
             + (f", degraded: {ranking.degraded_reason}" if ranking.degraded else "")
         )
-    table = _score_rows(golden, [first, *(row for _, row in local.values()), cascade_row])
-    echo("")
-    echo(f"{'stage':<48}{'nDCG@10':>9}{'MRR@10':>9}{'s/query':>9}{'calls':>7}{'tokens':>9}{'degraded':>10}")
-    for row in table:
-        echo(
-            f"{row['stage']:<48}{row['ndcg@10']:>9.4f}{row['mrr@10']:>9.4f}{row['seconds_per_query']:>9.2f}"
-            f"{row['calls']:>7}{row['tokens']:>9}{row['degraded']:>10}"
-        )
+    table = _score_rows(golden, [*local_rows, cascade_row])
+    _print_table(echo, table)
     echo("")
     echo(
         "s/query of the cascade includes its local stage; repairs of LLM output: " + str(cascade_row.repairs)

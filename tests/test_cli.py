@@ -150,8 +150,12 @@ def test_the_cascade_from_the_cli_narrows_with_dense_then_the_cross_encoder(
         ('{"query": "q"}\n', "input line 1 needs 'query' and 'candidates'"),
         ('{"query": "q", "candidates": [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}]}\n', "line 1"),
         ('{"query": "q", "candidates": [{"id": "a", "text": ""}]}\n', "line 1"),
+        (
+            '{"query": "q", "candidates": ' + "[" * 1100 + "]" * 1100 + "}\n",
+            "input line 1 is nested too deeply",
+        ),
     ],
-    ids=["not-json", "missing-field", "duplicate-id", "empty-text"],
+    ids=["not-json", "missing-field", "duplicate-id", "empty-text", "nested-too-deeply"],
 )
 def test_bad_input_is_one_line_on_stderr_and_a_non_zero_exit(
     stdin: str, message: str, dl19_judge_server: WireServer

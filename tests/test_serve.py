@@ -1,6 +1,7 @@
 """``llmrerank serve`` as a real process: the official Cohere SDK against it, and plain
-httpx for every error path (400, 401, 429, deadline → degraded, LLM failure → degraded).
-Long because one running service (started once, it takes seconds) serves every case."""
+httpx for every error path (400, 401, 404, 405, 413, 429, deadline → degraded, LLM failure
+→ degraded). Long because one running service (started once, it takes seconds) serves
+every case."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from .conftest import TrecQuery
 
 TOKEN = "serve-test-token-5f1c"
 DEADLINE_S = 2.0
+MAX_BODY_BYTES = 100_000
 Dl19 = tuple[list[TrecQuery], dict[str, dict[str, int]]]
 
 
@@ -64,6 +66,7 @@ def service(
             "max_documents": 40,
             "max_document_chars": 5000,
             "max_total_chars": 60_000,
+            "max_body_bytes": MAX_BODY_BYTES,
         },
         "auth": {"tokens_env": "SERVE_TEST_TOKENS"},
     }
@@ -190,6 +193,58 @@ def test_invalid_json_is_400(client: httpx.Client) -> None:
     reply = client.post("/v1/rerank", content=b"{not json", headers={"content-type": "application/json"})
     assert reply.status_code == 400
     assert "JSON" in reply.json()["message"]
+
+
+def test_a_body_nested_too_deeply_is_400_not_a_crash(client: httpx.Client) -> None:
+    # 2.2 KB of brackets: deeper than Python's recursion limit lets json decode
+    nested = b"[" * 1100 + b"]" * 1100
+    body = b'{"query": "q", "documents": ' + nested + b"}"
+    reply = client.post("/v1/rerank", content=body, headers={"content-type": "application/json"})
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["message"] == "the body is nested too deeply"
+    assert client.post("/v1/rerank", json={"query": "q", "documents": ["a"]}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "says"),
+    [
+        ("POST", "/v3/rerank", 404, "no route /v3/rerank; this service has /v1/rerank, /v2/rerank"),
+        ("GET", "/nowhere", 404, "no route /nowhere"),
+        ("GET", "/v1/rerank", 405, "GET is not allowed on /v1/rerank; use POST"),
+        ("DELETE", "/readyz", 405, "DELETE is not allowed on /readyz"),
+    ],
+)
+def test_unknown_routes_and_methods_answer_json(
+    client: httpx.Client, method: str, path: str, status: int, says: str
+) -> None:
+    reply = client.request(method, path)
+    assert reply.status_code == status
+    assert reply.headers["content-type"] == "application/json"
+    assert says in reply.json()["message"]
+    if status == 405:
+        assert "POST" in reply.headers["allow"] or "GET" in reply.headers["allow"]
+
+
+def test_a_body_over_max_body_bytes_is_413_before_it_is_read(client: httpx.Client) -> None:
+    oversized = b'{"query": "q", "documents": ["' + b"x" * MAX_BODY_BYTES + b'"]}'
+    reply = client.post("/v1/rerank", content=oversized, headers={"content-type": "application/json"})
+    assert reply.status_code == 413
+    assert reply.json()["message"] == (
+        f"the body has {len(oversized)} bytes; max_body_bytes is {MAX_BODY_BYTES}"
+    )
+
+
+def test_a_streamed_body_over_max_body_bytes_is_413(client: httpx.Client) -> None:
+    def chunks() -> Iterator[bytes]:  # no Content-Length: sent chunked
+        yield b'{"query": "q", "documents": ["'
+        for _ in range(MAX_BODY_BYTES // 10_000 + 1):
+            yield b"x" * 10_000
+        yield b'"]}'
+
+    reply = client.post("/v1/rerank", content=chunks(), headers={"content-type": "application/json"})
+    assert reply.status_code == 413
+    assert f"over {MAX_BODY_BYTES} bytes" in reply.json()["message"]
+    assert client.post("/v1/rerank", json={"query": "q", "documents": ["a"]}).status_code == 200
 
 
 @pytest.mark.parametrize(

@@ -24,13 +24,17 @@ def test_a_config_loads_pipelines_limits_and_auth(tmp_path: Path, monkeypatch: p
                 "one": {"narrow_with": "dense:"},
                 "two": {"llm": "sim:dl19", "strategy": "listwise"},
             },
-            "limits": {"deadline_s": 5, "llm_queue": 0},
+            "limits": {"deadline_s": 5, "llm_queue": 0, "max_body_bytes": 4096},
             "auth": {"tokens_env": "MY_TOKENS", "tokens_file": str(tokens)},
+            "allow_partial": True,
         }
     )
     assert config.pipelines["one"].narrow_with == ("dense:",)
     assert config.pipelines["two"].name == "two"
     assert config.limits.deadline_s == 5
+    assert config.limits.max_body_bytes == 4096
+    assert config.allow_partial is True
+    assert ServiceConfig.offline_default().allow_partial is False
     assert config.auth.tokens() == {"a", "b", "from-file"}
 
 
@@ -54,6 +58,11 @@ def test_the_offline_default_is_the_dense_then_local_cascade() -> None:
         ),
         ({"pipelines": {"a": {}}, "limits": {"max_docs": 3}}, "unknown limits keys ['max_docs']"),
         ({"pipelines": {"a": {}}, "auth": "token"}, "auth must be a mapping"),
+        ({"pipelines": {"a": {}}, "allow_partial": "yes"}, "allow_partial must be true or false"),
+        (
+            {"pipelines": {"a": {}}, "limits": {"max_body_bytes": -1}},
+            "limits.max_body_bytes must be a positive number",
+        ),
     ],
 )
 def test_bad_configs_are_refused_saying_why(raw: dict[str, Any], says: str) -> None:

@@ -18,7 +18,7 @@ from .endpoint import Endpoint
 from .llama_server import DEFAULT_CTX_PER_SLOT, LocalLLMServer, resolve_local_model
 from .openai import OpenAIBackend
 
-__all__ = ["local_backend", "local_endpoint", "shared_server"]
+__all__ = ["local_backend", "local_endpoint", "shared_server", "stop_shared_servers"]
 
 _servers: dict[tuple[str, int, int], LocalLLMServer] = {}
 _lock = threading.Lock()
@@ -36,6 +36,16 @@ def shared_server(
             server.start()
             _servers[key] = server
         return server
+
+
+def stop_shared_servers() -> None:
+    """Stop every server ``shared_server`` started in this process (they also stop at
+    interpreter exit; a process ended by a signal, as uvicorn ends one, never gets there)."""
+    with _lock:
+        servers = list(_servers.values())
+        _servers.clear()
+    for server in servers:
+        server.stop()
 
 
 def local_endpoint(

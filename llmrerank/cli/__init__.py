@@ -6,9 +6,9 @@ One module per command (group); each registers itself on ``main``.
 from __future__ import annotations
 
 from . import cache, demo, index, prompts, rerank, serve, training
-from ._app import main
+from ._app import main, run
 
-__all__ = ["main"]
+__all__ = ["main", "run"]
 
 del cache, demo, index, prompts, rerank, serve, training
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+from types import FrameType
 from typing import Any, NoReturn
 
 import click
@@ -13,7 +15,7 @@ from ..cache import DiskCache
 from ..errors import LLMRerankError, UserError
 from ..settings import DEFAULT_CACHE_DIR
 
-__all__ = ["DEFAULT_CACHE_DIR", "main", "open_cache"]
+__all__ = ["DEFAULT_CACHE_DIR", "main", "open_cache", "run"]
 
 
 def _fail(exc: LLMRerankError) -> NoReturn:
@@ -48,6 +50,19 @@ def main(verbose: int) -> None:
             level=logging.DEBUG if verbose > 1 else logging.INFO,
             format="%(asctime)s %(name)s %(levelname)s %(message)s",
         )
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
+    raise SystemExit(128 + signum)
+
+
+def run() -> None:
+    """The ``llmrerank`` console script. SIGTERM (``kill``, a container stop, a CI timeout)
+    ends a command the way Ctrl-C does: by an exception, so the exit hooks still run and the
+    llama.cpp servers it started stop with it instead of outliving it. ``serve`` replaces the
+    handler with uvicorn's graceful shutdown."""
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    main()
 
 
 def open_cache(cache_dir: str | None, no_cache: bool, mode: str) -> DiskCache | None:

@@ -9,6 +9,7 @@ from typing import IO, Any
 
 import click
 
+from .._json import parse_json
 from ..errors import LLMRerankError, UserError
 from ..pipeline import PipelineSpec
 from ..rerankers.protocol import Reranker
@@ -43,12 +44,7 @@ def _parse_line(number: int, raw: bytes) -> dict[str, Any] | None:
         raise UserError(f"input line {number} is not valid UTF-8 (byte {exc.start})") from None
     if not line.strip():
         return None
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"input line {number} is not JSON: {exc.msg}") from None
-    except RecursionError:
-        raise UserError(f"input line {number} is nested too deeply") from None
+    record = parse_json(line, f"input line {number}")
     if not isinstance(record, dict) or "query" not in record or "candidates" not in record:
         raise UserError(f"input line {number} needs 'query' and 'candidates'")
     return record

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
+import sys
 import tempfile
+from pathlib import Path
 
 import click
 
 from ..errors import UserError
 from ._app import main
 
-__all__ = ["serve"]
+__all__ = ["STARTUP_FAILURE_EXIT", "serve"]
+
+#: uvicorn's exit code for a failed startup, kept for every worker count
+STARTUP_FAILURE_EXIT = 3
 
 
 @main.command(short_help="Serve pipelines on Cohere's /v1/rerank and /v2/rerank API.")
@@ -28,14 +34,24 @@ __all__ = ["serve"]
     "--workers", type=int, default=1, show_default=True, help="Worker processes; they share the cache."
 )
 @click.option("--log-level", default="warning", show_default=True, help="uvicorn's own log level.")
-def serve(config_path: str | None, host: str, port: int, workers: int, log_level: str) -> None:
+@click.option(
+    "--allow-partial",
+    is_flag=True,
+    help="Serve the pipelines that build when others cannot (as allow_partial: true in the config); "
+    "/readyz and /v1/models name the failed ones. Default: a pipeline that cannot be built "
+    f"stops the service at start (exit {STARTUP_FAILURE_EXIT}).",
+)
+def serve(
+    config_path: str | None, host: str, port: int, workers: int, log_level: str, allow_partial: bool
+) -> None:
     """Serve reranking on /v1/rerank and /v2/rerank (Cohere's API), /v1/models, /healthz,
-    /readyz and /metrics."""
+    /readyz and /metrics. Every pipeline is built before the port opens; one that cannot be
+    built ends the command with exit code 3 and the reason on stderr (see --allow-partial)."""
     try:
         import uvicorn
     except ImportError:
         raise UserError('llmrerank serve needs the serve extra: pip install "llmrerank[serve]"') from None
-    from ..serve.app import CONFIG_ENV
+    from ..serve.app import ALLOW_PARTIAL_ENV, CONFIG_ENV, STARTUP_REPORT_ENV
     from ..serve.config import ServiceConfig
 
     config = ServiceConfig.from_yaml(config_path) if config_path else ServiceConfig.offline_default()
@@ -45,11 +61,18 @@ def serve(config_path: str | None, host: str, port: int, workers: int, log_level
         os.environ[CONFIG_ENV] = os.path.abspath(config_path)
     else:
         os.environ.pop(CONFIG_ENV, None)
+    if allow_partial:
+        os.environ[ALLOW_PARTIAL_ENV] = "1"
+    # a worker whose startup fails writes why to PREFIX-<pid>.txt: with --workers uvicorn's
+    # supervisor stops and returns normally, so the reason and the exit code would be lost
+    report_prefix = os.path.join(tempfile.gettempdir(), f"llmrerank-serve-{os.getpid()}-startup")
+    os.environ[STARTUP_REPORT_ENV] = report_prefix
     metrics_dir = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # workers are separate processes: their metrics meet in one directory
         metrics_dir = tempfile.mkdtemp(prefix="llmrerank-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    exit_code: int | str | None = 0
     try:
         uvicorn.run(
             "llmrerank.serve.app:app_from_environment",
@@ -62,6 +85,17 @@ def serve(config_path: str | None, host: str, port: int, workers: int, log_level
             # in-flight requests end within their deadline, so they finish before shutdown
             timeout_graceful_shutdown=int(config.limits.deadline_s) + 5,
         )
+    except SystemExit as exc:  # uvicorn exits 3 when a single worker's startup failed
+        exit_code = exc.code
     finally:
+        reports = sorted(glob.glob(glob.escape(report_prefix) + "-*.txt"))
+        reason = Path(reports[0]).read_text("utf-8") if reports else None
+        for report in reports:
+            Path(report).unlink(missing_ok=True)
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+    if reason is not None:
+        click.echo(f"error: {reason}", err=True)
+        sys.exit(STARTUP_FAILURE_EXIT)
+    if exit_code:
+        sys.exit(exit_code)

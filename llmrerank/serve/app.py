@@ -1,5 +1,10 @@
-"""The ASGI app: routes, startup (pipelines are built in the background; ``/readyz`` says
-when they are loaded), auth and the access log around every route.
+"""The ASGI app: routes, startup, auth and the access log around every route.
+
+Startup builds every pipeline and loads its local models before the server accepts a
+connection. A pipeline that cannot be built fails the startup, as any failed ASGI startup
+does under uvicorn: the reason is logged in one line and the process exits with code 3.
+With ``allow_partial`` the service starts with the pipelines that built; ``/readyz`` and
+``/v1/models`` name the ones that did not and why, and a request naming one is a ``400``.
 
 ``create_app(config)`` for embedding; ``app_from_environment()`` is the factory uvicorn
 workers call (the CLI passes the config path in ``LLMRERANK_SERVE_CONFIG``).
@@ -8,29 +13,39 @@ workers call (the CLI passes the config path in ``LLMRERANK_SERVE_CONFIG``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..cache import DiskCache
 from .access_log import configure_access_log, log_request
 from .auth import BearerAuth
 from .config import ServiceConfig
 from .metrics import CONTENT_TYPE_LATEST, Metrics
-from .pipelines import Pipelines
+from .pipelines import Pipelines, StartupError
 from .rerank_route import ApiError, rerank
 
-__all__ = ["CONFIG_ENV", "app_from_environment", "create_app"]
+__all__ = ["ALLOW_PARTIAL_ENV", "CONFIG_ENV", "STARTUP_REPORT_ENV", "app_from_environment", "create_app"]
 
 CONFIG_ENV = "LLMRERANK_SERVE_CONFIG"
+#: "1": serve the pipelines that built when others cannot (the CLI's --allow-partial)
+ALLOW_PARTIAL_ENV = "LLMRERANK_SERVE_ALLOW_PARTIAL"
+#: a path prefix: a worker whose startup failed writes why to ``PREFIX-<pid>.txt``, for the CLI
+STARTUP_REPORT_ENV = "LLMRERANK_SERVE_STARTUP_REPORT"
 logger = logging.getLogger("llmrerank")
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -43,38 +58,62 @@ class ServiceState:
         self.metrics = Metrics()
         self.pipelines: Pipelines | None = None
         self.startup_error: str | None = None
-        self.ready = asyncio.Event()
 
     def require_pipelines(self) -> Pipelines:
-        if self.pipelines is None:
-            detail = f": {self.startup_error}" if self.startup_error else "; retry shortly"
-            raise ApiError(503, f"the service is still loading its pipelines{detail}", retry_after_s=5)
+        if self.pipelines is None:  # only reachable when a host serves requests before startup
+            raise ApiError(503, "the service has not started yet", retry_after_s=5)
         return self.pipelines
 
     async def start(self) -> None:
+        """Build the pipelines; on failure stop whatever was started, record why, raise."""
+        pipelines: Pipelines | None = None
         try:
             cache = DiskCache(os.path.expanduser(self.config.cache_dir)) if self.config.cache_dir else None
-            self.pipelines = await asyncio.to_thread(Pipelines, self.config, cache)
-            await self._warm_up(self.pipelines)
-        except Exception as exc:  # reported by /readyz and every request, never silently
-            self.startup_error = f"{type(exc).__name__}: {exc}"
-            logger.exception("llmrerank serve: pipelines failed to load")
-            return
-        self.ready.set()
+            pipelines = Pipelines(self.config, cache)
+            await asyncio.to_thread(pipelines.start)
+        except Exception as exc:
+            if pipelines is not None:
+                await asyncio.to_thread(pipelines.close)
+            reason = str(exc) if isinstance(exc, StartupError) else f"{type(exc).__name__}: {exc}"
+            self.startup_error = f"llmrerank serve cannot start: {reason}"
+            _report_startup_failure(self.startup_error)
+            raise
+        self.pipelines = pipelines
 
-    @staticmethod
-    async def _warm_up(pipelines: Pipelines) -> None:
-        """Load every local stage's model now, not on the first request."""
-        for name in pipelines.names:
-            built = await pipelines.get(name)
-            for stage in getattr(built.reranker, "stages", []):
-                if not stage.uses_llm:
-                    await stage.reranker.arerank("warm up", ["a passage to load the model"])
+
+def _report_startup_failure(reason: str) -> None:
+    prefix = os.environ.get(STARTUP_REPORT_ENV)
+    if prefix:
+        try:
+            Path(f"{prefix}-{os.getpid()}.txt").write_text(reason, "utf-8")
+        except OSError:
+            logger.warning("could not write the startup report to %s", prefix, exc_info=True)
+
+
+class _StartupFailureMessage:
+    """Hands the server the one-line reason of a failed startup instead of Starlette's
+    traceback (uvicorn logs the message, then exits with code 3)."""
+
+    def __init__(self, app: ASGIApp, state: ServiceState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_reason(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "lifespan.startup.failed" and self.state.startup_error:
+                message = {**message, "message": self.state.startup_error}
+            await send(message)
+
+        await self.app(scope, receive, send_reason)
 
 
 def _endpoint(state: ServiceState, handler: Handler, *, authenticated: bool = True) -> Handler:
     async def wrapped(request: Request) -> Response:
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request_id = _request_id(request)
         request.state.request_id = request_id
         request.state.log = {}
         started = time.perf_counter()
@@ -104,6 +143,33 @@ def _endpoint(state: ServiceState, handler: Handler, *, authenticated: bool = Tr
     return wrapped
 
 
+def _request_id(request: Request) -> str:
+    return request.headers.get("x-request-id") or uuid.uuid4().hex
+
+
+def _route_error(routes: list[Route]) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """404 and 405 in the service's error shape, ``{"message": ...}``, like every other error."""
+    paths = ", ".join(route.path for route in routes)
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 404:
+            message = f"no route {request.url.path}; this service has {paths}"
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}; use {headers.get('Allow', '')}"
+        else:
+            message = exc.detail
+        request_id = _request_id(request)
+        headers["x-request-id"] = request_id
+        log_request(
+            request_id=request_id, method=request.method, path=request.url.path, status=exc.status_code
+        )
+        return JSONResponse({"message": message}, status_code=exc.status_code, headers=headers)
+
+    return handle
+
+
 def create_app(config: ServiceConfig) -> Starlette:
     state = ServiceState(config)
     configure_access_log()
@@ -113,25 +179,29 @@ def create_app(config: ServiceConfig) -> Starlette:
         return await rerank(request, state.require_pipelines(), state.metrics, api_version=version)
 
     async def models(request: Request) -> Response:
-        names = state.config.pipelines
-        return JSONResponse(
-            {
-                "models": [
-                    {"name": n, "endpoints": ["rerank"], "default": n == state.config.default} for n in names
-                ],
-                "default": state.config.default,
+        failed = state.pipelines.failed if state.pipelines is not None else {}
+        listed = []
+        for name in state.config.pipelines:
+            entry: dict[str, Any] = {
+                "name": name,
+                "endpoints": ["rerank"],
+                "default": name == state.config.default,
+                "available": name not in failed,
             }
-        )
+            if name in failed:
+                entry["error"] = failed[name]
+            listed.append(entry)
+        return JSONResponse({"models": listed, "default": state.config.default})
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        if not state.ready.is_set() or state.pipelines is None:
-            body = {"ready": False, "reason": state.startup_error or "loading pipelines"}
-            return JSONResponse(body, status_code=503)
+        pipelines = state.pipelines
+        if pipelines is None:
+            return JSONResponse({"ready": False, "reason": "starting"}, status_code=503)
         reachable = {}
-        for label, (host, port) in state.pipelines.llm_endpoints().items():
+        for label, (host, port) in pipelines.llm_endpoints().items():
             try:
                 _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
                 writer.close()
@@ -139,7 +209,13 @@ def create_app(config: ServiceConfig) -> Starlette:
             except (OSError, asyncio.TimeoutError):
                 reachable[label] = False
         ok = all(reachable.values())
-        body = {"ready": ok, "pipelines": state.pipelines.names, "llm_reachable": reachable}
+        body = {
+            "ready": ok,
+            "pipelines": pipelines.available,
+            # allow_partial: the pipelines that failed to start, and why
+            "failed": pipelines.failed,
+            "llm_reachable": reachable,
+        }
         return JSONResponse(body, status_code=200 if ok else 503)
 
     async def metrics(request: Request) -> Response:
@@ -151,11 +227,12 @@ def create_app(config: ServiceConfig) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        loading = asyncio.create_task(state.start())
-        yield
-        loading.cancel()
-        if state.pipelines is not None:
-            await asyncio.to_thread(state.pipelines.close)
+        await state.start()
+        try:
+            yield
+        finally:
+            if state.pipelines is not None:
+                await asyncio.to_thread(state.pipelines.close)
 
     routes = [
         Route("/v1/rerank", _endpoint(state, rerank_route), methods=["POST"]),
@@ -165,7 +242,12 @@ def create_app(config: ServiceConfig) -> Starlette:
         Route("/readyz", _endpoint(state, readyz, authenticated=False), methods=["GET"]),
         Route("/metrics", _endpoint(state, metrics, authenticated=False), methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[Middleware(_StartupFailureMessage, state=state)],
+        exception_handlers={HTTPException: _route_error(routes)},
+    )
     app.state.service = state
     return app
 
@@ -173,4 +255,6 @@ def create_app(config: ServiceConfig) -> Starlette:
 def app_from_environment() -> Starlette:
     path = os.environ.get(CONFIG_ENV)
     config = ServiceConfig.from_yaml(path) if path else ServiceConfig.offline_default()
+    if os.environ.get(ALLOW_PARTIAL_ENV) == "1":
+        config = dataclasses.replace(config, allow_partial=True)
     return create_app(config)

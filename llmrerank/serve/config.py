@@ -11,6 +11,7 @@ name, limits, auth, the shared cache directory and the rubrics a request may pic
     rubrics: {support: rubrics/support.yaml}
     limits: {deadline_s: 20, llm_concurrency: 4, llm_queue: 32, max_documents: 1000}
     auth: {tokens_env: LLMRERANK_SERVE_TOKENS, tokens_file: /run/secrets/rerank-tokens}
+    allow_partial: false    # true: serve the pipelines that built when another one cannot
 """
 
 from __future__ import annotations
@@ -48,12 +49,20 @@ def _dataclass_from(cls: Any, raw: Any, section: str) -> Any:
     return cls(**raw)
 
 
+def _flag(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise UserError(f"service config: {key} must be true or false")
+    return value
+
+
 @dataclass(frozen=True)
 class Limits:
     """``deadline_s``: each request's time budget; when it passes, the LLM stage stops and the
     previous stage's order is returned with ``degraded: true``. ``llm_concurrency``: requests
     in an LLM stage at once per LLM backend (per worker); ``llm_queue``: how many more may
-    wait for a slot before the service answers ``429``. Size limits apply to every request."""
+    wait for a slot before the service answers ``429``. Size limits apply to every request;
+    ``max_body_bytes`` is checked before the body is read (``413``); its default (16 MiB)
+    holds ``max_total_chars`` of text even at 6 bytes a character (``\\uXXXX`` escapes)."""
 
     deadline_s: float = 30.0
     llm_concurrency: int = 4
@@ -62,6 +71,7 @@ class Limits:
     max_document_chars: int = 20_000
     max_total_chars: int = 2_000_000
     max_query_chars: int = 4_000
+    max_body_bytes: int = 16 * 1024 * 1024
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -101,6 +111,8 @@ class ServiceConfig:
     auth: AuthConfig = field(default_factory=AuthConfig)
     cache_dir: str | None = None
     rubrics: Mapping[str, str] = field(default_factory=dict)
+    #: serve the pipelines that built when others cannot (default: refuse to start)
+    allow_partial: bool = False
 
     def __post_init__(self) -> None:
         if not self.pipelines:
@@ -114,7 +126,7 @@ class ServiceConfig:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> ServiceConfig:
-        known = {"pipelines", "default", "limits", "auth", "cache_dir", "rubrics"}
+        known = {"pipelines", "default", "limits", "auth", "cache_dir", "rubrics", "allow_partial"}
         unknown = set(raw) - known
         if unknown:
             raise UserError(f"service config: unknown keys {sorted(unknown)}; known: {sorted(known)}")
@@ -136,6 +148,7 @@ class ServiceConfig:
             auth=_dataclass_from(AuthConfig, raw.get("auth"), "auth"),
             cache_dir=raw.get("cache_dir"),
             rubrics={str(k): str(v) for k, v in rubrics.items()},
+            allow_partial=_flag(raw.get("allow_partial", False), "allow_partial"),
         )
 
     @classmethod

@@ -1,24 +1,57 @@
 """The service's named pipelines, each built once by ``PipelineSpec.build`` with its LLM
 stage behind the shared gate of its backend. Requests that pick a registered ``prompt`` or
-a configured ``rubric`` get a variant built the same way (once, then reused)."""
+a configured ``rubric`` get a variant built the same way (once, then reused).
+
+``Pipelines.start()`` builds every pipeline and loads its local models. A pipeline that
+cannot be built (a managed LLM that does not start, a missing rubric file, an unknown
+stage, strategy or provider) raises ``StartupError``, so the service does not start;
+with ``allow_partial`` it is set aside instead (``failed``) and requests naming it get
+``PipelineUnavailableError``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..backends.local import stop_shared_servers
 from ..cache import DiskCache
-from ..errors import UserError
+from ..errors import LLMRerankError, UserError
 from ..pipeline import PipelineSpec
 from ..rerankers.protocol import Reranker
+from ..rubrics import Rubric
 from .config import Limits, ServiceConfig
 from .limits import BackendGate, GatedLLM
 
-__all__ = ["BuiltPipeline", "Pipelines"]
+__all__ = ["BuiltPipeline", "PipelineUnavailableError", "Pipelines", "StartupError"]
+
+logger = logging.getLogger("llmrerank.serve")
+
+
+class StartupError(LLMRerankError):
+    """The service cannot start: ``failures`` maps each pipeline (or ``rubric 'name'``)
+    that could not be built to why."""
+
+    def __init__(self, failures: Mapping[str, str]) -> None:
+        self.failures = dict(failures)
+        parts = [f"{what} could not be built: {why}" for what, why in self.failures.items()]
+        super().__init__("; ".join(parts))
+
+
+class PipelineUnavailableError(UserError):
+    """A request named a pipeline that failed to start (``allow_partial``): it will not
+    clear without fixing the config and restarting, so it is no reason to retry."""
+
+
+def _describe(exc: BaseException) -> str:
+    """One line (or the error's own lines) saying what went wrong, with the error's type."""
+    return f"{type(exc).__name__}: {exc}"
+
 
 # a request names a prompt of the library (family/name[@N|@latest]), never a path
 _PROMPT_REF = re.compile(r"[A-Za-z0-9_-]+/[A-Za-z0-9_-]+(@([0-9]+|latest))?")
@@ -53,14 +86,47 @@ class Pipelines:
         self.config = config
         self.cache = cache
         self.gates: dict[str, BackendGate] = {}
+        #: pipelines set aside at start (``allow_partial``): name -> why
+        self.failed: dict[str, str] = {}
         self._built: dict[tuple[str, str | None, str | None], BuiltPipeline] = {}
         self._lock = asyncio.Lock()
-        for name in config.pipelines:
-            self._build(name, None, None)
+
+    def start(self) -> None:
+        """Check the configured rubrics, build every pipeline and load its local models
+        (blocking: call it off the event loop). Raises ``StartupError`` naming the first
+        pipeline that fails, or with ``allow_partial`` when none could be built."""
+        for name, path in self.config.rubrics.items():
+            try:
+                Rubric.load(path)
+            except Exception as exc:
+                raise StartupError({f"rubric {name!r}": _describe(exc)}) from exc
+        for name in self.config.pipelines:
+            try:
+                self._warm_up(self._build(name, None, None))
+            except Exception as exc:
+                if not self.config.allow_partial:
+                    raise StartupError({f"pipeline {name!r}": _describe(exc)}) from exc
+                self.failed[name] = _describe(exc)
+                logger.error("pipeline %r could not be built; serving the others: %s", name, exc)
+        if self.failed and not self.available:
+            raise StartupError({f"pipeline {name!r}": why for name, why in self.failed.items()})
+
+    @staticmethod
+    def _warm_up(built: BuiltPipeline) -> None:
+        """Load every local stage's model now, not on the first request."""
+        for stage in getattr(built.reranker, "stages", []):
+            if not stage.uses_llm:
+                stage.reranker.rerank("warm up", ["a passage to load the model"])
 
     @property
     def names(self) -> list[str]:
+        """Every configured pipeline, served or not."""
         return list(self.config.pipelines)
+
+    @property
+    def available(self) -> list[str]:
+        """The pipelines this service answers with (all of them unless some failed to start)."""
+        return [name for name in self.config.pipelines if name not in self.failed]
 
     @property
     def limits(self) -> Limits:
@@ -72,6 +138,13 @@ class Pipelines:
         if model not in self.config.pipelines:
             raise UserError(f"unknown model {model!r}; this service has: default, {', '.join(self.names)}")
         return model
+
+    def check_available(self, name: str) -> None:
+        if name in self.failed:
+            raise PipelineUnavailableError(
+                f"pipeline {name!r} is unavailable: it failed to start ({self.failed[name]}); "
+                f"this service answers with: {', '.join(self.available)}"
+            )
 
     def _gate_for(self, llm: Reranker) -> BackendGate:
         label = _backend_label(llm)
@@ -102,6 +175,7 @@ class Pipelines:
         return built
 
     async def get(self, name: str, *, prompt: str | None = None, rubric: str | None = None) -> BuiltPipeline:
+        self.check_available(name)
         if prompt is not None and not _PROMPT_REF.fullmatch(prompt):
             raise UserError(f"prompt {prompt!r} is not a prompt ref (family/name@N)")
         if rubric is not None and rubric not in self.config.rubrics:
@@ -119,7 +193,8 @@ class Pipelines:
 
     def close(self) -> None:
         """Close the LLM clients and stop the servers this process started (llama.cpp):
-        uvicorn ends a SIGTERM by re-raising it, so ``atexit`` would never run."""
+        uvicorn ends a SIGTERM by re-raising it, so ``atexit`` would never run. Servers
+        started for a pipeline whose build failed later on are stopped too."""
         for built in self._built.values():
             llm = built.spec.llm
             backend = _backend_of(llm.inner) if isinstance(llm, GatedLLM) else None
@@ -130,11 +205,14 @@ class Pipelines:
             stop = getattr(owner, "stop", None)
             if callable(stop):
                 stop()
+        stop_shared_servers()
 
     def llm_endpoints(self) -> Mapping[str, tuple[str, int]]:
         """host and port of every LLM backend's URL, for the readiness probe."""
         found: dict[str, tuple[str, int]] = {}
         for built in self._built.values():
+            if built.name in self.failed:
+                continue
             llm = built.spec.llm
             backend = _backend_of(llm.inner) if isinstance(llm, GatedLLM) else None
             url = getattr(getattr(backend, "endpoint", None), "base_url", None)

@@ -1,7 +1,9 @@
 """``POST /v1/rerank`` and ``/v2/rerank``: validate, apply limits, admit, rerank, answer.
 
 Errors use Cohere's shape, ``{"message": ...}``: 400 for a bad request (which limit, which
-field, which models exist), 429 with ``Retry-After`` when the LLM backend's queue is full.
+field, which models exist, a body nested too deeply to parse, a pipeline that failed to
+start), 413 for a body over ``max_body_bytes`` (checked before it is read), 429 with
+``Retry-After`` when the LLM backend's queue is full.
 An LLM failure or a passed deadline is never an error: the response keeps the previous
 stage's order and ``meta.degraded`` says why.
 """
@@ -9,7 +11,6 @@ stage's order and ``meta.degraded`` says why.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from collections.abc import Mapping
@@ -19,12 +20,13 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from .._json import parse_json
 from ..errors import LLMRerankError, UserError
 from ..types import Ranking
 from .config import Limits
 from .limits import QueueFull, request_deadline
 from .metrics import Metrics
-from .pipelines import BuiltPipeline, Pipelines
+from .pipelines import BuiltPipeline, Pipelines, PipelineUnavailableError
 from .wire import RerankRequest, RerankResponse, RerankResult
 
 __all__ = ["ApiError", "rerank"]
@@ -129,11 +131,31 @@ def _meta(
     return meta
 
 
-async def _parse(request: Request) -> RerankRequest:
+async def _read_body(request: Request, max_bytes: int) -> bytes:
+    """The request body, refused with ``413`` as soon as it is known to exceed ``max_bytes``:
+    from ``Content-Length`` before reading anything, or while a streamed body arrives."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ApiError(400, f"Content-Length {declared!r} is not a number of bytes")
+        if int(declared) > max_bytes:
+            raise ApiError(413, f"the body has {int(declared)} bytes; max_body_bytes is {max_bytes}")
+    chunks = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > max_bytes:
+            raise ApiError(413, f"the body is over {max_bytes} bytes (max_body_bytes)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _parse(request: Request, max_bytes: int) -> RerankRequest:
+    body = await _read_body(request, max_bytes)
     try:
-        raw = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(400, "the body is not valid JSON") from None
+        raw = parse_json(body, "the body")
+    except UserError as exc:
+        raise ApiError(400, str(exc)) from None
     try:
         return RerankRequest.model_validate(raw)
     except ValidationError as exc:
@@ -145,9 +167,9 @@ async def rerank(
 ) -> JSONResponse:
     started = time.perf_counter()
     deadline = asyncio.get_running_loop().time() + pipelines.limits.deadline_s
-    body = await _parse(request)
-    texts = body.texts()
     try:
+        body = await _parse(request, pipelines.limits.max_body_bytes)
+        texts = body.texts()
         check_limits(body, texts, pipelines.limits)
         name = pipelines.resolve(body.model)
         request.state.log.update(pipeline=name, documents=len(texts))
@@ -155,6 +177,9 @@ async def rerank(
     except ApiError:
         metrics.rejected.labels("invalid").inc()
         raise
+    except PipelineUnavailableError as exc:
+        metrics.rejected.labels("unavailable").inc()
+        raise ApiError(400, str(exc)) from None
     except UserError as exc:
         metrics.rejected.labels("invalid").inc()
         raise ApiError(400, str(exc)) from None
