@@ -2,14 +2,20 @@
 
 Only validated replies are cached; a hit is parsed again, so a stale or corrupt entry is a
 miss, never a wrong answer. A cache that cannot be read or written is logged and bypassed:
-the answer that was paid for is never lost to a full disk.
+the answer that was paid for is never lost to a full disk. Nor to a failure: every call
+finished before an error, and the invalid replies of the call that failed, go with the
+error (``LLMRerankError.calls``), and ``call_log`` sees each call as it finishes.
+
+Long because one conversation serves the sync and async paths, and both keep those books.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -18,17 +24,77 @@ from ._concurrency import CancelToken, all_or_nothing, current_token, limiter_fo
 from ._entries import read_entry, write_entry
 from .backends.base import Backend, BackendReply, BackendRequest
 from .cache import BestEffortCache, DiskCache, request_key
-from .errors import ParseError
+from .errors import LLMRerankError, ParseError
 from .outputs import InvalidOutput, Parsed
 from .retry import Attempting, RetryPolicy
 from .strategies.plan import Answer, LLMRequest, Outcome, Plan
 from .types import CallRecord, TokenLogprob, Usage
 
-__all__ = ["Driver", "RetryPolicy"]
+__all__ = ["Driver", "RetryPolicy", "call_log"]
 
 logger = logging.getLogger("llmrerank")
 
 _NAMESPACE = "responses"
+
+
+_call_logs: contextvars.ContextVar[tuple[Callable[[CallRecord], None], ...]] = contextvars.ContextVar(
+    "llmrerank_call_logs", default=()
+)
+
+
+@contextmanager
+def call_log(on_call: Callable[[CallRecord], None] | None = None) -> Iterator[list[CallRecord]]:
+    """A list that every call finished by a driver in this context (and in the threads and
+    tasks it starts) is appended to as it finishes, paid or cached; ``on_call`` also gets each
+    one. For work that may be abandoned before it returns (a stage over its time budget) or
+    killed (an eval run): what it paid until then is still known. Logs nest: a call reaches
+    every log open around it. ``on_call`` may be called from several threads at once."""
+    log: list[CallRecord] = []
+
+    def note(record: CallRecord) -> None:
+        log.append(record)
+        if on_call is not None:
+            on_call(record)
+
+    token = _call_logs.set((*_call_logs.get(), note))
+    try:
+        yield log
+    finally:
+        _call_logs.reset(token)
+
+
+class _Books:
+    """The calls of one plan so far: its finished rounds, and the calls of the current round
+    as each finishes (worker threads append), so a failure hands over everything already
+    paid for (``LLMRerankError.calls``) instead of dropping it."""
+
+    def __init__(self) -> None:
+        self.closed: list[CallRecord] = []
+        self.current: list[CallRecord] = []
+        self.round = 0
+        self.logs = _call_logs.get()
+
+    def note(self, record: CallRecord) -> None:
+        record = replace(record, round=self.round)
+        self.current.append(record)
+        for log in self.logs:
+            log(record)
+
+    def note_failed(self, error: LLMRerankError) -> None:
+        """A call failed: its paid replies (``error.calls``, e.g. the invalid replies before a
+        ``ParseError``) still count."""
+        for record in error.calls:
+            self.note(record)
+
+    def close_round(self, answers: Sequence[Answer]) -> None:
+        """The round ended: its calls in request order; the plan's next step starts a new round."""
+        self.closed += [replace(a.record, round=self.round) for a in answers]
+        self.current = []
+        self.round += 1
+
+    def charge(self, error: LLMRerankError) -> None:
+        """Hand the calls made so far, the failing call's own paid replies included, to ``error``."""
+        error.calls = (*self.closed, *self.current)
 
 
 def _reask_messages(request: LLMRequest, raw: str, problem: str) -> list[dict[str, str]]:
@@ -156,11 +222,19 @@ class Driver:
         self, request: LLMRequest, key: str, started: float, attempts: list[int]
     ) -> Generator[BackendRequest, BackendReply, Answer]:
         """The conversation about one request, shared by the sync and async paths: yields
-        what to send, receives the reply, re-asks with the validation error (bounded)."""
+        what to send, receives the reply, re-asks with the validation error (bounded). An
+        error thrown in (the send failed for good) or raised here (no valid reply) leaves
+        carrying this call's paid replies, so they are booked whatever happens next."""
         messages = request.rendered.messages()
         usage = Usage()
+        answered = 0
         for reask in range(self.max_reasks + 1):
-            reply = yield self._backend_request(request, messages)
+            try:
+                reply = yield self._backend_request(request, messages)
+            except LLMRerankError as exc:
+                self._charge(exc, request, key, usage, answered, attempts[0], started)
+                raise
+            answered += 1
             usage = usage + reply.usage
             try:
                 parsed = request.output.parse(reply.text)
@@ -179,7 +253,34 @@ class Driver:
                 repairs=parsed.repairs,
             )
             return Answer(parsed.value, record, parsed.repairs, reply.logprobs)
-        raise self._parse_error(request, reply)
+        error = self._parse_error(request, reply)
+        self._charge(error, request, key, usage, answered, attempts[0], started)
+        raise error
+
+    def _charge(
+        self,
+        error: LLMRerankError,
+        request: LLMRequest,
+        key: str,
+        usage: Usage,
+        answered: int,
+        attempts: int,
+        started: float,
+    ) -> None:
+        """Add to ``error`` the record of this call's replies when any came back: each was
+        paid for, valid or not."""
+        if answered:
+            record = self._record(
+                request,
+                key,
+                usage,
+                cached=False,
+                attempts=attempts,
+                reasks=answered - 1,
+                started=started,
+                repairs={},
+            )
+            error.calls = (*error.calls, record)
 
     def _fetch(self, request: LLMRequest, key: str, token: CancelToken | None = None) -> Answer:
         started = time.perf_counter()  # here, not at lookup: time spent queued is not latency
@@ -190,7 +291,12 @@ class Driver:
         try:
             while True:
                 send = partial(self.backend.complete, outgoing)
-                outgoing = exchange.send(self.retry.call(send, self._limits(token, attempts)))
+                try:
+                    reply = self.retry.call(send, self._limits(token, attempts))
+                except LLMRerankError as exc:
+                    exchange.throw(exc)  # raised again from inside, with the paid replies
+                    raise
+                outgoing = exchange.send(reply)
         except StopIteration as done:
             answer: Answer = done.value
             return answer
@@ -204,7 +310,12 @@ class Driver:
         try:
             while True:
                 send = partial(self.backend.acomplete, outgoing)
-                outgoing = exchange.send(await self.retry.acall(send, self._limits(token, attempts)))
+                try:
+                    reply = await self.retry.acall(send, self._limits(token, attempts))
+                except LLMRerankError as exc:
+                    exchange.throw(exc)  # raised again from inside, with the paid replies
+                    raise
+                outgoing = exchange.send(reply)
         except StopIteration as done:
             answer: Answer = done.value
             return answer
@@ -244,46 +355,70 @@ class Driver:
     def run(self, plan: Plan) -> tuple[Outcome, list[CallRecord]]:
         """Cache hits are answered here; misses go to the backend, in daemon worker threads
         when there is more than one. The first failure stops the round: no new request or
-        retry starts, and the threads still in flight stop before their next attempt."""
-        records: list[CallRecord] = []
+        retry starts, and the threads still in flight stop before their next attempt. The
+        error raised carries every call finished before it (``LLMRerankError.calls``)."""
+        books = _Books()
         token = CancelToken(parent=current_token())
+
+        def fetch(pair: tuple[LLMRequest, str]) -> Answer:
+            try:
+                answer = self._fetch(pair[0], pair[1], token)
+            except LLMRerankError as exc:
+                books.note_failed(exc)
+                raise
+            books.note(answer.record)
+            return answer
+
         try:
             batch = next(plan)
-            round_index = 0
             while True:
                 looked_up = [self._lookup(request) for request in batch]
+                for _, hit in looked_up:
+                    if hit is not None:
+                        books.note(hit.record)
                 missed = [(r, key) for r, (key, hit) in zip(batch, looked_up, strict=True) if hit is None]
                 fetched = iter(
-                    run_in_daemon_threads(
-                        lambda pair: self._fetch(pair[0], pair[1], token), missed, self.max_concurrency, token
-                    )
+                    run_in_daemon_threads(fetch, missed, self.max_concurrency, token)
                     if len(missed) > 1
-                    else [self._fetch(r, key, token) for r, key in missed]
+                    else [fetch(pair) for pair in missed]
                 )
                 answers = [hit if hit is not None else next(fetched) for _, hit in looked_up]
-                records += [replace(a.record, round=round_index) for a in answers]
+                books.close_round(answers)
                 batch = plan.send(answers)
-                round_index += 1
         except StopIteration as stop:
-            return stop.value, records
+            return stop.value, books.closed
+        except LLMRerankError as exc:
+            books.charge(exc)
+            raise
 
     async def arun(self, plan: Plan) -> tuple[Outcome, list[CallRecord]]:
         """Each round's calls run as tasks; the first failure (or the caller's cancellation)
-        cancels the others and waits for them, so nothing is left running or pending."""
-        records: list[CallRecord] = []
+        cancels the others and waits for them, so nothing is left running or pending. The
+        error raised carries every call finished before it (``LLMRerankError.calls``)."""
+        books = _Books()
 
         async def one(request: LLMRequest) -> Answer:
             key, cached = self._lookup(request)
-            return cached if cached is not None else await self._afetch(request, key)
+            if cached is not None:
+                books.note(cached.record)
+                return cached
+            try:
+                answer = await self._afetch(request, key)
+            except LLMRerankError as exc:
+                books.note_failed(exc)
+                raise
+            books.note(answer.record)
+            return answer
 
         async with self.backend.connected():
             try:
                 batch = next(plan)
-                round_index = 0
                 while True:
                     answers = await all_or_nothing([one(r) for r in batch])
-                    records += [replace(a.record, round=round_index) for a in answers]
+                    books.close_round(answers)
                     batch = plan.send(answers)
-                    round_index += 1
             except StopIteration as stop:
-                return stop.value, records
+                return stop.value, books.closed
+            except LLMRerankError as exc:
+                books.charge(exc)
+                raise

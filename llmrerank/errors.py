@@ -21,6 +21,11 @@ LLMRerankError
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .types import CallRecord
+
 __all__ = [
     "BackendError",
     "BackendTimeoutError",
@@ -43,7 +48,14 @@ __all__ = [
 
 
 class LLMRerankError(Exception):
-    """Base class of every error raised by llmrerank."""
+    """Base class of every error raised by llmrerank.
+
+    ``calls``: the LLM calls the failed work had already finished (paid or cached), set by
+    the driver and the cascade, so a result that degrades on this error, or a caller that
+    catches it, still books what was paid for. Empty when no call had finished.
+    """
+
+    calls: tuple[CallRecord, ...] = ()
 
 
 class UserError(LLMRerankError):

@@ -230,7 +230,8 @@ class RankedCandidate:
 
 @dataclass(frozen=True, slots=True)
 class StageReport:
-    """Per-stage observability inside a cascade."""
+    """Per-stage observability inside a cascade. ``calls``: the LLM calls the stage paid
+    for, a failed stage's included; ``cached_calls``: those answered from the cache, apart."""
 
     name: str
     kept: int
@@ -240,6 +241,7 @@ class StageReport:
     cost_usd: float = 0.0
     skipped: bool = False
     degraded_reason: str | None = None
+    cached_calls: int = 0
 
 
 @dataclass(frozen=True)
@@ -332,6 +334,7 @@ class Ranking(Sequence[RankedCandidate]):
                     "prompt_tokens": s.usage.prompt_tokens,
                     "completion_tokens": s.usage.completion_tokens,
                     "calls": s.calls,
+                    "cached_calls": s.cached_calls,
                     "cost_usd": s.cost_usd,
                     "skipped": s.skipped,
                     "degraded_reason": s.degraded_reason,

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from llmrerank import LocalServerError
-from llmrerank.backends.llama_server import PORTABLE_CPU_ARGS, LocalLLMServer, describe_exit
+from llmrerank.backends.llama_build import PORTABLE_CPU_ARGS, describe_exit
+from llmrerank.backends.llama_server import LocalLLMServer
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,10 +9,15 @@ expired or errored is submitted again in the next round, up to ``max_attempts``;
 its query keeps the earlier order and says so (``degraded``), as online. Answers land in
 the response cache, so a re-run is free and a killed run resumes from the cache plus the
 batches listed in its state file.
+
+Long because it steps every query's cascade and plan by hand, round by round, and keeps
+each query's books: a reply two queries share is paid once, a failed query keeps what it
+paid, and what a killed run paid is booked in its state file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -25,15 +30,16 @@ from typing import Any
 from ..backends.base import BackendReply, BackendRequest
 from ..backends.batch_base import BatchClient, BatchFailure, BatchItem, batch_client_for
 from ..driver import Driver
-from ..errors import BackendError, LLMRerankError
+from ..errors import BackendError, CallCancelledError, LLMRerankError
 from ..pricing import PriceTable
 from ..rerankers.cascade import Cascade, Stage
 from ..rerankers.llm import LLMReranker
 from ..rerankers.protocol import Reranker
 from ..strategies.plan import Answer, LLMRequest, Plan
-from ..types import CallRecord, Candidate, Ranking
+from ..types import CallRecord, Candidate, Ranking, Usage
 from .batch_state import BatchOptions, BatchState, wait_for_batch, with_retries
 from .datasets import EvalQuery, GoldenSet
+from .records import query_record
 
 __all__ = ["BatchOptions", "run_batch_mode", "run_in_batches"]
 
@@ -46,10 +52,13 @@ class _Ask:
 
     job: _Job
     index: int
+    key: str
     exchange: Generator[BackendRequest, BackendReply, Answer]
     outgoing: BackendRequest
     attempts: list[int]
     failures: int = 0
+    # replies this ask paid for; one that only shared another ask's reply is a cache hit
+    paid: int = 0
 
 
 @dataclass(eq=False)
@@ -65,6 +74,11 @@ class _Job:
     calls: list[CallRecord] = field(default_factory=list)
     asks: list[_Ask] = field(default_factory=list)
     ranking: Ranking | None = None
+
+
+def _is_open(ask: _Ask) -> bool:
+    """Still waiting for its answer (its query has not failed or moved on meanwhile)."""
+    return ask.job.plan is not None and ask in ask.job.asks
 
 
 def _custom_id(client: BatchClient, request: BackendRequest) -> str:
@@ -124,7 +138,7 @@ class _Lockstep:
                     continue
                 attempts = [0]
                 exchange = job.llm.driver._exchange(request, key, time.perf_counter(), attempts)
-                job.asks.append(_Ask(job, index, exchange, next(exchange), attempts))
+                job.asks.append(_Ask(job, index, key, exchange, next(exchange), attempts))
             if job.asks:
                 return
             next_requests = self._finish_round(job)
@@ -148,27 +162,55 @@ class _Lockstep:
             return None
 
     def _fail(self, job: _Job, error: LLMRerankError) -> None:
+        """The query's LLM stage failed: it keeps its earlier order (degraded), and every call
+        it paid for goes with the error to its books: earlier rounds, this round's answers, and
+        the paid replies of asks still open (each closed by throwing the error in)."""
+        this_round = [*(a.record for a in job.answers if a is not None), *error.calls]
+        for ask in job.asks:
+            try:
+                ask.exchange.throw(CallCancelledError("a sibling request of this query failed"))
+            except LLMRerankError as closed:
+                this_round += closed.calls if ask.paid else ()
+        error.calls = (*job.calls, *(replace(call, round=job.plan_round) for call in this_round))
         job.asks, job.plan = [], None
         self._advance_walk(job, error)
 
-    def _deliver(self, ask: _Ask, outcome: BackendReply | BatchFailure) -> None:
+    def _deliver(self, ask: _Ask, outcome: BackendReply | BatchFailure, *, shared: bool = False) -> None:
+        """Feed one request's outcome to its conversation. ``shared``: the reply was paid by
+        another ask of this round with the same request, so it is a cache hit here."""
         job = ask.job
         if isinstance(outcome, BatchFailure):
             ask.failures += 1
             if ask.failures >= self.options.max_attempts:
-                self._fail(job, BackendError(f"batch request {outcome.kind} {ask.failures} times"))
+                job.asks.remove(ask)
+                error = BackendError(f"batch request {outcome.kind} {ask.failures} times")
+                with contextlib.suppress(LLMRerankError):
+                    ask.exchange.throw(error)  # raised again, carrying this ask's paid replies
+                if not ask.paid:
+                    error.calls = ()  # any reply it had was another ask's, paid there
+                self._fail(job, error)
             return
         ask.attempts[0] += 1
+        if shared:
+            outcome = replace(outcome, usage=Usage())
+        else:
+            ask.paid += 1
         try:
             ask.outgoing = ask.exchange.send(outcome)  # invalid output: the re-ask goes next round
         except StopIteration as done:
-            job.answers[ask.index] = done.value
+            answer: Answer = done.value
+            if not ask.paid:
+                answer = replace(answer, record=replace(answer.record, cached=True, attempts=0))
+            job.answers[ask.index] = answer
             job.asks.remove(ask)
             if not job.asks:
                 requests = self._finish_round(job)
                 if requests is not None:
                     self._start_round(job, requests)
         except LLMRerankError as exc:
+            job.asks.remove(ask)
+            if not ask.paid:
+                exc.calls = ()  # every reply it had was another ask's, paid there
             self._fail(job, exc)
 
     # -- all queries ----------------------------------------------------------------------
@@ -193,12 +235,22 @@ class _Lockstep:
             logger.info("batch round %d: %d requests in %s", self.state.rounds, len(missing), batch_id)
             self._collect(batch_id)
             consumed.append(batch_id)
+        # each reply is booked to the query that pays it (the first open ask of its request)
+        # and saved with the batches consumed, before any answer lands in the cache: a run
+        # killed after this point and resumed still prices these answers as its own
+        for cid, group in by_id.items():
+            outcome = self.ready.get(cid)
+            payer = next((ask for ask in group if _is_open(ask)), None)
+            if isinstance(outcome, BackendReply) and payer is not None:
+                self.state.paid.book(payer.job.query.qid, payer.key, outcome.usage)
+        self.state.consumed(consumed)
         for cid, group in by_id.items():
             outcome = self.ready.pop(cid, BatchFailure("missing", "no result for this request"))
+            paid = False
             for ask in group:
-                if ask.job.plan is not None and ask in ask.job.asks:
-                    self._deliver(ask, outcome)
-        self.state.consumed(consumed)
+                if _is_open(ask):
+                    self._deliver(ask, outcome, shared=paid)
+                    paid = True
 
     def run(self, jobs: list[_Job], on_done: Callable[[_Job], None]) -> None:
         self._resume()
@@ -223,14 +275,14 @@ def run_in_batches(
 ) -> dict[str, Any]:
     """Rerank every query of ``golden`` not yet in ``done`` in batch rounds, appending each
     finished query to ``checkpoint`` (at batch prices). Returns the run's batch summary."""
-    from .runner import _query_record
-
-    state = BatchState(checkpoint.with_name(checkpoint.name.replace(".partial.jsonl", ".batch.json")))
+    state = BatchState(checkpoint.with_name(checkpoint.name.replace(".partial.jsonl", ".batch.json")), done)
     todo = [q for q in golden.queries if q.qid not in done]
     with checkpoint.open("a", encoding="utf-8") as sink:
 
         def finished(query: EvalQuery, ranking: Ranking, started: float) -> None:
-            record = _query_record(query.qid, ranking, time.perf_counter() - started, prices)
+            # answers paid in an earlier process of this run come back as cache hits: theirs
+            ranking = replace(ranking, calls=state.paid.settle(query.qid, ranking.calls))
+            record = query_record(query.qid, ranking, time.perf_counter() - started, prices)
             record["cost_usd"] = prices.cost_of(ranking.calls, batch=True)
             sink.write(json.dumps(record) + "\n")
             sink.flush()

@@ -3,6 +3,11 @@
 The state file (beside the run's checkpoint) lists the provider batches submitted and not
 yet consumed; it is written right after each submit, before waiting, so a run killed while
 a batch is in flight picks that batch up on the next run instead of paying for it again.
+
+It also books every reply the run paid for to the query that asked, until that query is in
+the checkpoint: a resumed run finds those answers in the cache, and ``PaidCalls.settle``
+prices them as this run's calls, not as free cache hits (a cache filled by another run
+stays free).
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +25,7 @@ from .._concurrency import CancelToken, Limiter
 from ..backends.batch_base import BatchClient, BatchStatus
 from ..errors import BackendError, UserError
 from ..retry import Attempting, RetryPolicy
+from .records import PaidCalls
 
 __all__ = ["BatchOptions", "BatchState", "wait_for_batch"]
 
@@ -57,22 +63,28 @@ class BatchOptions:
 
 
 class BatchState:
-    """Submitted, unconsumed batch ids of one run (dataset × pipeline × repeat)."""
+    """Submitted, unconsumed batch ids of one run (dataset × pipeline × repeat), and the
+    replies it paid for (``paid``) per query not yet in the checkpoint. ``finished``: the
+    queries already there (their records carry their calls; what was booked for them is
+    dropped)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, finished: Collection[str] = ()) -> None:
         self.path = path
         self.pending: list[str] = []
         self.rounds = 0
+        self.paid = PaidCalls()
         if path.exists():
             try:
                 raw = json.loads(path.read_text("utf-8"))
                 self.pending, self.rounds = list(raw["pending"]), int(raw["rounds"])
+                self.paid = PaidCalls(raw.get("paid", []), finished)
             except (ValueError, KeyError, TypeError) as exc:
                 raise UserError(f"batch state {path} is unreadable ({exc}); delete it to start over") from exc
 
     def _save(self) -> None:
+        state = {"pending": self.pending, "rounds": self.rounds, "paid": self.paid.entries()}
         scratch = self.path.with_suffix(".tmp")
-        scratch.write_text(json.dumps({"pending": self.pending, "rounds": self.rounds}), "utf-8")
+        scratch.write_text(json.dumps(state), "utf-8")
         os.replace(scratch, self.path)
 
     def submitted(self, batch_id: str) -> None:
@@ -81,6 +93,7 @@ class BatchState:
         self._save()
 
     def consumed(self, batch_ids: list[str]) -> None:
+        """Saves the batches consumed and the replies booked since the last save, together."""
         self.pending = [b for b in self.pending if b not in batch_ids]
         self._save()
 

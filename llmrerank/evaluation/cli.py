@@ -98,6 +98,7 @@ def run_command(
             metrics = "  ".join(f"{k} {v:.4f}" for k, v in data["metrics"].items())
             click.echo(
                 f"{data['dataset']:<10} {data['pipeline']['name']:<36} {metrics}  calls {data['calls']}"
+                f"  cache hits {data['cache_hits']}  ${data['cost_usd']:.4f}"
                 + (f"  batch rounds {data['batch']['rounds']}" if "batch" in data else "")
             )
     except BudgetError as exc:

@@ -148,14 +148,14 @@ class PipelineWorker:
         self._lock = threading.Lock()
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
-        from .runner import _query_record
+        from .records import query_record
 
         out: dict[str, list[str]] = {"qid": [], "ranking": [], "record": []}
         for qid, query, candidates in zip(batch["qid"], batch["query"], batch["candidates"], strict=True):
             items = [Candidate(c["id"], c["text"], score=c.get("score")) for c in json.loads(candidates)]
             started = time.perf_counter()
             ranking = self.reranker.rerank(str(query), items)
-            record = _query_record(str(qid), ranking, time.perf_counter() - started, self.prices)
+            record = query_record(str(qid), ranking, time.perf_counter() - started, self.prices)
             out["qid"].append(str(qid))
             out["ranking"].append(json.dumps([[item.id, item.score] for item in ranking]))
             out["record"].append(json.dumps(record))

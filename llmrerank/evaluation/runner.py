@@ -11,17 +11,17 @@ import statistics
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from .._yaml import read_yaml_mapping
 from ..cache import DiskCache
+from ..driver import call_log
 from ..errors import BudgetError, UserError
 from ..pricing import PriceTable
 from ..rerankers.protocol import Reranker
-from ..types import Ranking
 from .batch import run_batch_mode
 from .datasets import GoldenSet, load_dataset
 from .estimate import estimate, query_bound
@@ -29,6 +29,7 @@ from .metrics import DEFAULT_METRICS, evaluate
 from .pipelines import PipelineSpec, expand_pipelines
 from .progress import Progress
 from .ray_executor import run_ray_mode
+from .records import PaidJournal, query_record
 
 __all__ = ["Experiment", "RunResult", "estimate", "load_experiment", "run_experiment"]
 
@@ -119,26 +120,6 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return float(statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1])
 
 
-def _query_record(qid: str, ranking: Ranking, latency: float, prices: PriceTable) -> dict[str, Any]:
-    calls = ranking.calls
-    cost = prices.cost_of(calls)
-    return {
-        "qid": qid,
-        "run": {item.id: item.score for item in ranking},
-        "latency_s": latency,
-        "calls": len(calls),
-        "cached_calls": sum(c.cached for c in calls),
-        "prompt_tokens": ranking.usage.prompt_tokens,
-        "completion_tokens": ranking.usage.completion_tokens,
-        "reasks": sum(c.reasks for c in calls),
-        "cost_usd": cost,
-        "repairs": dict(ranking.repairs),
-        "degraded": ranking.degraded_reason,
-        "prompts": sorted({(c.prompt_ref, c.prompt_sha256) for c in calls}),
-        "models": sorted({f"{c.backend}:{c.model}" for c in calls}),
-    }
-
-
 def _read_checkpoint(path: Path) -> dict[str, dict[str, Any]]:
     done: dict[str, dict[str, Any]] = {}
     if path.exists():
@@ -183,6 +164,9 @@ def run_experiment(
                 result = RunResult({"dataset": golden.name, "pipeline": spec.to_dict(), "repeat": repeat})
                 checkpoint = out / (result.path_name.removesuffix(".json") + ".partial.jsonl")
                 done = _read_checkpoint(checkpoint)
+                journal = PaidJournal(
+                    checkpoint.with_name(checkpoint.name.replace(".partial.jsonl", ".paid.jsonl")), done
+                )
                 batch_summary = run_batch_mode(experiment.batch, reranker, golden, done, checkpoint, prices)
                 run_ray_mode(experiment.executor, spec, golden, done, checkpoint, experiment.cache_dir)
                 if tracker is not None:
@@ -203,8 +187,11 @@ def run_experiment(
                                     f"saved in {checkpoint}, re-run to resume"
                                 )
                             started = time.perf_counter()
-                            ranking = reranker.rerank(query.query, query.candidates)
-                            record = _query_record(query.qid, ranking, time.perf_counter() - started, prices)
+                            with call_log(journal.writer(query.qid)):
+                                ranking = reranker.rerank(query.query, query.candidates)
+                            # calls a killed earlier process paid for come back as cache hits
+                            ranking = replace(ranking, calls=journal.paid.settle(query.qid, ranking.calls))
+                            record = query_record(query.qid, ranking, time.perf_counter() - started, prices)
                             sink.write(json.dumps(record) + "\n")
                             sink.flush()
                             done[query.qid] = record
@@ -219,6 +206,7 @@ def run_experiment(
                     result.data["batch"] = batch_summary
                 (out / result.path_name).write_text(json.dumps(result.data, indent=1) + "\n")
                 checkpoint.unlink()
+                journal.finish()
                 yield result
 
 

@@ -9,7 +9,6 @@ input order is kept and the ranking says ``degraded`` and why.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
@@ -17,7 +16,7 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 
-from ..errors import LLMRerankError, StageTimeoutError, UserError
+from ..errors import LLMRerankError, UserError
 from ..pricing import PriceTable
 from ..types import (
     CallRecord,
@@ -30,7 +29,7 @@ from ..types import (
     as_candidates,
     as_query,
 )
-from ._budget import run_with_budget
+from ._budget import await_with_budget, run_with_budget
 from ._trace import TraceWriter
 from .protocol import Reranker
 from .routing import Router
@@ -188,14 +187,17 @@ class Cascade:
             started = time.perf_counter()
             result: Ranking | None = None
             error: str | None = None
+            failed_calls: tuple[CallRecord, ...] = ()
             if skip is None and inputs:
                 try:
                     result = yield stage, inputs
                 except LLMRerankError as exc:
                     if not stage.fallback:
+                        exc.calls = (*state.calls, *exc.calls)
                         raise
                     error = f"stage {stage.label!r}: {exc}"
-            current = state.record(self, stage, current, inputs, result, skip, error, started)
+                    failed_calls = exc.calls  # paid before the stage failed: still booked
+            current = state.record(self, stage, current, inputs, result, skip, error, started, failed_calls)
             previous = stage.label
         return self._finish(query, *state.totals(current), top_k)
 
@@ -224,12 +226,8 @@ class Cascade:
 
     # -- async -----------------------------------------------------------------------
     async def _run_stage_async(self, stage: Stage, query: str, inputs: list[Candidate]) -> Ranking:
-        try:
-            return await asyncio.wait_for(
-                stage.reranker.arerank(query, inputs, top_k=stage.asked_top_k), stage.timeout_s
-            )
-        except asyncio.TimeoutError:
-            raise StageTimeoutError(f"timeout after {stage.timeout_s}s") from None
+        work = stage.reranker.arerank(query, inputs, top_k=stage.asked_top_k)
+        return await await_with_budget(work, stage.timeout_s)
 
     async def arerank(
         self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None
@@ -271,27 +269,30 @@ class _RunState:
         skip: str | None,
         error: str | None,
         started: float,
+        failed_calls: tuple[CallRecord, ...] = (),
     ) -> list[RankedCandidate]:
         latency = time.perf_counter() - started
         if error is not None:
             logger.warning("%s; keeping the previous order", error)
             self.degraded.append(error)
+        stage_calls = list(result.calls) if result is not None else list(failed_calls)
+        self.calls += stage_calls
         if result is not None:
             current = cascade._merge(current, result, len(inputs))
-            self.calls += result.calls
             self.truncated += result.truncated
             for key, count in result.repairs.items():
                 self.repairs[key] = self.repairs.get(key, 0) + count
-        stage_calls = list(result.calls) if result is not None else []
         kept = len(inputs) if stage.keep is None else min(stage.keep, len(inputs))
+        usage = sum((call.usage for call in stage_calls), Usage())
         self.reports.append(
             StageReport(
                 name=stage.label,
                 kept=kept,
                 latency_s=latency,
-                usage=result.usage if result is not None else Usage(),
+                usage=usage,
                 cost_usd=cascade.prices.cost_of(stage_calls),
-                calls=len(stage_calls),
+                calls=sum(not call.cached for call in stage_calls),
+                cached_calls=sum(call.cached for call in stage_calls),
                 skipped=skip is not None,
                 degraded_reason=error or skip,
             )
