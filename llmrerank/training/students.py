@@ -65,7 +65,7 @@ class GradedRerankingEvaluator:
 
         class Evaluator(BaseEvaluator):
             def __init__(self) -> None:
-                super().__init__()
+                super().__init__()  # type: ignore[no-untyped-call]
                 self.name = VALIDATION
                 self.primary_metric = "ndcg@10"
                 self.queries = [q for q in queries if any(label > 0 for label in q.labels)]
