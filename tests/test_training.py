@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from llmrerank import UserError
+from llmrerank import DiskCache, UserError
 from llmrerank.evaluation.datasets import load_dataset
 from llmrerank.pipeline import PipelineSpec, build_stage, stage_training
 from llmrerank.rerankers.cross_encoder import default_cross_encoder
@@ -321,6 +321,7 @@ def test_a_distilled_cross_encoder_has_a_model_card_and_a_training_record(
     labels, out, record_, lines = distilled_ce
     assert any(line.startswith("[distill] validation nDCG@10 before training") for line in lines)
     assert any(line.startswith("[distill] step 1/1") for line in lines)
+    assert any("2 training rows (lambda), batch 2, lr 5e-05, 1 steps, validating every 1" in x for x in lines)
     counts = record_["counts"]
     assert (counts["queries"], counts["train_queries"], counts["validation_queries"]) == (3, 2, 1)
     assert (counts["pairs"], counts["train_pairs"], counts["validation_pairs"]) == (30, 20, 10)
@@ -407,10 +408,20 @@ def test_a_distilled_dense_stage_trains_and_loads(sim_labels: tuple[Path, Path],
     record_ = json.loads((out / TRAINING_RECORD).read_text("utf-8"))
     assert record_["base_model"] == default_dense_model()
     assert record_["settings"]["loss"] == "cosent"
+    assert record_["settings"]["learning_rate"] == 1e-5
     assert record_["counts"]["steps"] == 1
-    stage = build_stage(f"dense:{out}?backend=torch")
+    cache = DiskCache(tmp_path / "cache")
     query = load_dataset("dl20", limit=1, depth=DEPTH).queries[0]
+    stage = build_stage(f"dense:{out}?backend=torch", cache=cache)
     assert len(stage.rerank(query.query, query.candidates).ids()) == DEPTH
+    again = build_stage(f"dense:{out}?backend=torch", cache=cache)
+    again.rerank(query.query, query.candidates)
+    assert (again.cache_hits, again.cache_misses) == (DEPTH, 0)  # type: ignore[attr-defined]
+    # the same folder trained again: its passage embeddings are not the old weights' any more
+    (out / TRAINING_RECORD).write_text(json.dumps({**record_, "created": "later"}), "utf-8")
+    retrained = build_stage(f"dense:{out}?backend=torch", cache=cache)
+    retrained.rerank(query.query, query.candidates)
+    assert (retrained.cache_hits, retrained.cache_misses) == (0, DEPTH)  # type: ignore[attr-defined]
 
 
 def test_distill_refuses_a_wrong_loss_and_a_used_folder(

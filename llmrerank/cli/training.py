@@ -203,16 +203,10 @@ Examples:
     help="cross-encoder: lambda (default), listnet, bce; dense: cosent (default), mnrl.",
 )
 @click.option("--epochs", type=float, default=1.0, show_default=True)
-@click.option(
-    "--batch-size",
-    type=int,
-    default=8,
-    show_default=True,
-    help="Lists per step (listwise losses), else pairs.",
-)
-@click.option("--learning-rate", "--lr", type=float, default=2e-5, show_default=True)
+@click.option("--batch-size", type=int, help="Lists per step (listwise losses) [4], else pairs [32].")
+@click.option("--learning-rate", "--lr", type=float, help="[cross-encoder 3e-5, dense 1e-5]")
 @click.option("--max-length", type=int, default=256, show_default=True, help="Tokens per input.")
-@click.option("--list-size", type=int, default=32, show_default=True, help="Passages per list (listwise).")
+@click.option("--list-size", type=int, default=25, show_default=True, help="Passages per list (listwise).")
 @click.option("--validation-fraction", type=float, default=0.2, show_default=True, help="Of the queries.")
 @click.option("--eval-steps", type=int, help="Validate every N steps [about 4 times an epoch].")
 @click.option(
@@ -237,8 +231,8 @@ def distill_command(
     out: str,
     loss: str | None,
     epochs: float,
-    batch_size: int,
-    learning_rate: float,
+    batch_size: int | None,
+    learning_rate: float | None,
     max_length: int,
     list_size: int,
     validation_fraction: float,
@@ -251,7 +245,7 @@ def distill_command(
 ) -> None:
     from ..training import TrainSettings, distill
 
-    if batch_size < 1 or list_size < 2 or epochs <= 0:
+    if (batch_size is not None and batch_size < 1) or list_size < 2 or epochs <= 0:
         raise UserError("--batch-size must be >= 1, --list-size >= 2 and --epochs > 0")
     settings = TrainSettings(
         loss=loss,

@@ -7,15 +7,27 @@ through ``training_summary``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
 
-__all__ = ["TRAINING_RECORD", "training_summary"]
+__all__ = ["TRAINING_RECORD", "training_fingerprint", "training_summary"]
 
 TRAINING_RECORD = "llmrerank-training.json"
+
+
+def training_fingerprint(model: str) -> str | None:
+    """sha256 of a model folder's training record (None without one). Every ``distill`` run
+    writes a new record, so a folder trained again in place gets a new fingerprint: the dense
+    stage's embedding cache keys include it, and never serve the old weights' vectors."""
+    path = Path(model).expanduser() / TRAINING_RECORD
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    except OSError:
+        return None
 
 
 def training_summary(model: str) -> dict[str, Any] | None:

@@ -290,11 +290,7 @@ def distill(
             "train_rows": run.train_rows,
             "steps": run.steps,
         },
-        "settings": {
-            **asdict(settings),
-            "loss": settings.loss_for(kind),
-            "validation_fraction": validation_fraction,
-        },
+        "settings": {**asdict(settings.resolved(kind)), "validation_fraction": validation_fraction},
         "validation": {
             "metric": "ndcg@10",
             "before": run.validation_before,

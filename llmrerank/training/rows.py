@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import UserError
@@ -35,19 +35,23 @@ DENSE_LOSSES = ("cosent", "mnrl")
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Hyper-parameters. ``batch_size`` counts lists (queries' slices of ``list_size``
-    passages) for the listwise cross-encoder losses and pairs (or triplets) otherwise.
-    ``eval_steps``: validate every so many steps (None: about four times an epoch);
-    ``patience``: stop after that many validations without a better nDCG@10 (the best
-    checkpoint is kept); ``max_steps`` caps the steps (tests, quick tries)."""
+    """Hyper-parameters; None picks the stage's default (``resolved``). ``batch_size``
+    counts lists (queries' slices of ``list_size`` passages) for the listwise cross-encoder
+    losses (default 4) and pairs or triplets otherwise (default 32). ``learning_rate``:
+    3e-5 for the cross-encoder, 1e-5 for the dense stage (it starts from a good bi-encoder
+    and is easily pulled off it). ``eval_steps``: validate every so many steps (None: about
+    four times an epoch); ``patience``: stop after that many validations without a better
+    nDCG@10 (the best checkpoint is kept); ``max_steps`` caps the steps (tests, quick tries).
+    ``max_length`` 256 fits SciFact-length abstracts; 128 is enough (and faster) for
+    MS MARCO-length passages."""
 
     loss: str | None = None
     epochs: float = 1.0
-    batch_size: int = 8
-    learning_rate: float = 2e-5
+    batch_size: int | None = None
+    learning_rate: float | None = None
     warmup_ratio: float = 0.1
     max_length: int | None = 256
-    list_size: int = 32
+    list_size: int = 25
     relevant_grade: float | None = None
     eval_steps: int | None = None
     patience: int = 3
@@ -60,6 +64,17 @@ class TrainSettings:
         if loss not in choices:
             raise UserError(f"loss {loss!r} is not one for a {kind} stage; use one of {list(choices)}")
         return loss
+
+    def resolved(self, kind: str) -> TrainSettings:
+        """These settings with every None default filled in for a ``kind`` stage."""
+        loss = self.loss_for(kind)
+        listwise = loss in ("lambda", "listnet")
+        return replace(
+            self,
+            loss=loss,
+            batch_size=self.batch_size or (4 if listwise else 32),
+            learning_rate=self.learning_rate or (3e-5 if kind == "cross-encoder" else 1e-5),
+        )
 
 
 def relevant_grade(settings: TrainSettings, queries: Sequence[LabelledQuery]) -> float:

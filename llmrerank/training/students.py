@@ -167,7 +167,9 @@ def train_student(
             f'distill needs the train extra ({exc.name} is missing): pip install "llmrerank[train]"'
         ) from None
     emit = echo or (lambda line: print(line, file=sys.stderr))
+    settings = settings.resolved(kind)
     loss_name = settings.loss_for(kind)
+    batch_size = settings.batch_size or 1
     transformers.set_seed(settings.seed)
     if kind == "cross-encoder":
         model = st.CrossEncoder(base_model, num_labels=1, max_length=settings.max_length, device="cpu")
@@ -189,15 +191,20 @@ def train_student(
     before = evaluator(model)[f"{VALIDATION}_ndcg@10"] if evaluator is not None else None
     if before is not None:
         emit(f"[distill] validation nDCG@10 before training: {before:.4f}")
-    steps_per_epoch = max(1, math.ceil(n_rows / settings.batch_size))
+    steps_per_epoch = max(1, math.ceil(n_rows / batch_size))
     total_steps = settings.max_steps or max(1, math.ceil(steps_per_epoch * settings.epochs))
     eval_steps = settings.eval_steps or max(1, steps_per_epoch // 4)
     eval_steps = min(eval_steps, total_steps)
+    emit(
+        f"[distill] {kind} from {base_model}: {n_rows} training rows ({loss_name}), batch {batch_size}, "
+        f"lr {settings.learning_rate}, {total_steps} steps"
+        + (f", validating every {eval_steps}" if evaluator is not None else ", no validation")
+    )
     common: dict[str, Any] = {
         "output_dir": work_dir,
         "num_train_epochs": settings.epochs,
         "max_steps": settings.max_steps or -1,
-        "per_device_train_batch_size": settings.batch_size,
+        "per_device_train_batch_size": batch_size,
         "learning_rate": settings.learning_rate,
         "warmup_steps": settings.warmup_ratio,  # a float below 1: a share of the steps
         "seed": settings.seed,
