@@ -30,7 +30,7 @@ from llmrerank.training import (
     split_queries,
     write_labels,
 )
-from llmrerank.training.labels import group_by_query, repair_tail
+from llmrerank.training.labels import file_sha256, group_by_query, repair_tail
 
 from .test_cli import run_cli
 
@@ -331,6 +331,7 @@ def test_a_distilled_cross_encoder_has_a_model_card_and_a_training_record(
     assert record_["labels"]["provenance"][0]["model"] == "sim:dl20@1.0"
     assert record_["validation"]["before"] is not None
     assert record_["validation"]["best"] is not None
+    assert record_["weights_sha256"] == {"model.safetensors": file_sha256(out / "model.safetensors")}
     assert json.loads((out / TRAINING_RECORD).read_text("utf-8")) == json.loads(json.dumps(record_))
     card = (out / "MODEL_CARD.md").read_text("utf-8")
     for needle in (

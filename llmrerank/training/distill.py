@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..rerankers._sentence_transformers import quiet_loading
 from ..rerankers.training_record import TRAINING_RECORD
 from .labels import LabelledQuery, file_sha256, group_by_query, normalise_query, read_labels
 from .rows import TrainSettings
@@ -263,8 +264,9 @@ def distill(
     target.parent.mkdir(parents=True, exist_ok=True)
     work_dir = tempfile.mkdtemp(prefix=".distill-", dir=target.parent)
     try:
-        model, run = train_student(kind, base_model, train, validation, settings, work_dir, echo=echo)
-        model.save_pretrained(str(target))
+        with quiet_loading():  # progress lines of our own, no loading and writing bars
+            model, run = train_student(kind, base_model, train, validation, settings, work_dir, echo=echo)
+            model.save_pretrained(str(target))
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     seconds = time.perf_counter() - started
@@ -298,9 +300,15 @@ def distill(
             "best_step": run.best_step,
             "history": run.history,
         },
+        # the weights' identity: a folder trained again in place gets a new record, so the
+        # dense stage's embedding cache (keyed by the record's hash) never serves stale vectors
+        "weights_sha256": {
+            f.name: file_sha256(f)
+            for f in sorted(target.glob("*.safetensors")) + sorted(target.glob("*.bin"))
+        },
         "seconds": round(seconds, 1),
         "device": "cpu",
-        "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "versions": _versions(),
     }
     (target / TRAINING_RECORD).write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", "utf-8")
