@@ -43,6 +43,7 @@ from .types import (
     StageReport,
     Usage,
     as_candidates,
+    as_request,
 )
 
 __version__ = "0.1.0"
@@ -94,6 +95,7 @@ __all__ = [
     "Usage",
     "UserError",
     "as_candidates",
+    "as_request",
     "hybrid",
     "list_prompts",
     "load_prompt",

@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from .errors import CallCancelledError
+from .types import as_count
 
 __all__ = [
     "CancelToken",
@@ -96,7 +97,7 @@ class Limiter:
     served first come, first served. Async waiters wait on their own loop's future."""
 
     def __init__(self, capacity: int) -> None:
-        self.capacity = max(1, capacity)
+        self.capacity = as_count(capacity, "max_concurrency")
         self._lock = threading.Lock()
         self._in_use = 0
         self._waiters: deque[threading.Event | tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = (
@@ -178,7 +179,7 @@ def limiter_for(owner: Any, capacity: int) -> Limiter:
         if limiter is None:
             limiter = _limiters[owner] = Limiter(capacity)
         else:
-            limiter.capacity = min(limiter.capacity, max(1, capacity))
+            limiter.capacity = min(limiter.capacity, as_count(capacity, "max_concurrency"))
         return limiter
 
 

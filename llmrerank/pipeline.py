@@ -34,7 +34,7 @@ from .errors import UserError
 from .rerankers.protocol import Reranker, ranking_from_order
 from .rerankers.training_record import training_summary
 from .rubrics import Rubric
-from .types import CandidateLike, Ranking, as_candidates
+from .types import CandidateLike, Ranking, as_count, as_request, as_seconds
 
 if TYPE_CHECKING:
     from .cache import DiskCache
@@ -101,7 +101,8 @@ class FirstStage:
     name = "first-stage"
 
     def rerank(self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None) -> Ranking:
-        return ranking_from_order(query, as_candidates(candidates), stage=self.name).trimmed(top_k)
+        query, items, top_k = as_request(query, candidates, top_k)
+        return ranking_from_order(query, items, stage=self.name).trimmed(top_k)
 
     async def arerank(
         self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None
@@ -122,9 +123,10 @@ class PipelineSpec:
     ``narrow_with``: stage specs (``"dense:"``) or built rerankers. ``llm``: a model string
     (``"openai:gpt-4o-mini"``, see ``make_backend``) or a built reranker. ``strategy``,
     ``strategy_options``, ``prompt`` and ``rubric`` (a YAML path or a ``Rubric``) configure a
-    model-string LLM. ``llm_timeout_s`` is the LLM stage's time budget: past it, or on any
-    LLM failure, the earlier order is kept and the ranking says ``degraded`` (unless
-    ``fallback`` is false). ``call_timeout_s`` bounds each LLM call, ``retry`` its retries.
+    model-string LLM. ``llm_timeout_s`` is the LLM stage's time budget: past it, or when the
+    LLM's backend, parsing or a budget fails, the earlier order is kept and the ranking says
+    ``degraded`` (unless ``fallback`` is false); a caller's mistake always raises.
+    ``call_timeout_s`` bounds each LLM call, ``retry`` its retries.
     """
 
     name: str = "pipeline"
@@ -145,6 +147,23 @@ class PipelineSpec:
     skip_margin: float | None = None
     bypass_llm: bool | None = None
     trace: str | os.PathLike[str] | None = None
+
+    def __post_init__(self) -> None:
+        """Counts and time bounds are checked here, so a bad value fails where it is set (a
+        config file, a flag, ``hybrid()``), never later as a degraded ranking."""
+        where = f"pipeline {self.name!r}"
+        if self.top_k is not None:
+            as_count(self.top_k, f"{where}: top_k")
+        as_count(self.max_concurrency, f"{where}: max_concurrency")
+        if not isinstance(self.narrow_to, tuple):
+            raise UserError(f"{where}: narrow_to must be a tuple of counts, got {self.narrow_to!r:.40}")
+        for keep in self.narrow_to:
+            as_count(keep, f"{where}: narrow_to")
+        for key in ("llm_timeout_s", "call_timeout_s"):
+            value = getattr(self, key)
+            if value is not None:
+                as_seconds(value, f"{where}: {key}")
+        self.keeps()
 
     # -- loading ----------------------------------------------------------------------
     @classmethod
@@ -211,9 +230,6 @@ class PipelineSpec:
                 f"pipeline {self.name!r}: {n} narrowing stages but {len(self.narrow_to)} narrow_to "
                 "values; give one per stage or one for all"
             )
-        for keep in keeps:
-            if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
-                raise UserError(f"pipeline {self.name!r}: narrow_to values must be positive integers")
         return keeps
 
     # -- building -----------------------------------------------------------------------

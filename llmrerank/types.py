@@ -7,11 +7,11 @@ value types may import nothing but the error tree.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, overload
 
-from .errors import CandidateError
+from .errors import CandidateError, UserError
 
 __all__ = [
     "CallRecord",
@@ -23,7 +23,11 @@ __all__ = [
     "TokenLogprob",
     "Usage",
     "as_candidates",
+    "as_count",
     "as_query",
+    "as_request",
+    "as_seconds",
+    "as_top_k",
     "check_text",
 ]
 
@@ -124,14 +128,23 @@ def _to_candidate(item: object, position: int) -> Candidate:
     )
 
 
-def as_candidates(items: Iterable[CandidateLike]) -> list[Candidate]:
-    """Normalise user input into candidates; duplicates and empties raise ``CandidateError``."""
+def as_candidates(items: Sequence[CandidateLike]) -> list[Candidate]:
+    """Normalise user input into candidates; duplicates and empties raise ``CandidateError``.
+
+    Only an ordered sequence (a list, a tuple) is taken: the input order is the first-stage
+    order every stage falls back to, which a set, a mapping or a one-shot iterator lacks.
+    """
     if isinstance(items, (str, bytes)):
         raise CandidateError("candidates must be a sequence of passages, not a single string")
-    if isinstance(items, Mapping) or not isinstance(items, Iterable):
+    if isinstance(items, Mapping):
         raise CandidateError(
             f"candidates must be a list of passages, not a {type(items).__name__}"
             " (a mapping would rank its keys)"
+        )
+    if not isinstance(items, Sequence):
+        raise CandidateError(
+            f"candidates must be a list of passages, not a {type(items).__name__}"
+            " (it has no order for the stages to start from)"
         )
     candidates = [_to_candidate(item, i) for i, item in enumerate(items)]
     seen: set[str] = set()
@@ -140,6 +153,39 @@ def as_candidates(items: Iterable[CandidateLike]) -> list[Candidate]:
             raise CandidateError(f"duplicate candidate id {candidate.id!r}")
         seen.add(candidate.id)
     return candidates
+
+
+def as_count(value: object, what: str, *, minimum: int = 1) -> int:
+    """A count the caller set (``max_concurrency``, ``narrow_to``): an integer of at least
+    ``minimum``; ``UserError`` naming ``what`` otherwise, never silently raised to it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        bound = "a positive whole number" if minimum == 1 else f"a whole number of at least {minimum}"
+        raise UserError(f"{what} must be {bound}, got {value!r:.40}")
+    return value
+
+
+def as_seconds(value: object, what: str) -> float:
+    """A time bound the caller set (``llm_timeout_s``, ``call_timeout_s``): a finite number of
+    seconds above 0; ``UserError`` naming ``what`` otherwise (a bound of 0 would fail or
+    degrade every request)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise UserError(f"{what} must be a number of seconds above 0, got {value!r:.40}")
+    return float(value)
+
+
+def as_top_k(top_k: object) -> int | None:
+    """``top_k`` checked: None (the full ranking) or an integer of at least 1. Anything else
+    is the caller's mistake (``UserError``), never a ranking trimmed to nothing."""
+    return None if top_k is None else as_count(top_k, "top_k")
+
+
+def as_request(
+    query: object, candidates: Sequence[CandidateLike], top_k: object = None
+) -> tuple[str, list[Candidate], int | None]:
+    """One reranking request checked as every stage's ``rerank`` does first: the query
+    (``as_query``), the candidates (``as_candidates``) and ``top_k`` (``as_top_k``). A
+    custom ``Reranker`` calls it too, so bad input reads the same whatever ranks it."""
+    return as_query(query), as_candidates(candidates), as_top_k(top_k)
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +325,7 @@ class Ranking(Sequence[RankedCandidate]):
 
     def trimmed(self, top_k: int | None) -> Ranking:
         """The same ranking keeping only the first ``top_k`` items (all when None)."""
+        top_k = as_top_k(top_k)
         if top_k is None or top_k >= len(self.items):
             return self
         return replace(self, items=self.items[:top_k])

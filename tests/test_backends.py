@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from llmrerank import (
     BackendTimeoutError,
     DiskCache,
+    Endpoint,
     LLMReranker,
     ParseError,
     RateLimitError,
@@ -58,6 +62,55 @@ def test_a_custom_base_url_never_receives_the_openai_key(monkeypatch: pytest.Mon
         OpenAIBackend("m", base_url=server.openai_base_url).complete(GRADE_REQUEST)
         (request,) = server.requests
     assert "sk-secret-do-not-send" not in str(request.headers)
+
+
+@pytest.fixture
+def provider_hosts_on_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """api.openai.com and api.anthropic.com resolve to 127.0.0.1 in this process, so the real
+    SDKs reach the local wire server under the providers' own host names."""
+    resolve = socket.getaddrinfo
+
+    def to_loopback(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(host, str) and host.lower() in ("api.openai.com", "api.anthropic.com"):
+            host = "127.0.0.1"
+        return resolve(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", to_loopback)
+
+
+@pytest.mark.parametrize("via", ["base_url", "environment"])
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+def test_an_environment_key_never_travels_over_plain_http_even_to_its_provider(
+    api: str, via: str, monkeypatch: pytest.MonkeyPatch, provider_hosts_on_loopback: None
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-env-secret")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-env-secret")
+    backend_class = OpenAIBackend if api == "openai" else AnthropicBackend
+    with WireServer(always('{"grade": 1}')) as server:
+        port = urlsplit(server.url).port
+        url = f"http://api.openai.com:{port}/v1" if api == "openai" else f"http://API.Anthropic.com:{port}"
+        if via == "environment":
+            monkeypatch.setenv(f"{api.upper()}_BASE_URL", url)
+        backend = backend_class("m", base_url=url if via == "base_url" else None)
+        backend.complete(GRADE_REQUEST)
+        # a key the caller passes goes where the caller sends it, over any scheme
+        backend_class("m", base_url=url, api_key="sk-explicit").complete(GRADE_REQUEST)
+        plain, explicit = server.requests
+    assert plain.headers["host"].lower().startswith(f"api.{api}.com:")  # the provider's host name
+    assert "env-secret" not in str(plain.headers)
+    assert backend.provider == ("openai-compatible" if api == "openai" else "anthropic")
+    assert "sk-explicit" in str(explicit.headers)
+
+
+def test_an_environment_key_goes_over_https_to_its_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-env-secret")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-env-secret")
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
+    assert Endpoint.for_api("openai").api_key == "sk-openai-env-secret"
+    assert Endpoint.for_api("openai", base_url="HTTPS://api.openai.com/v1").api_key == "sk-openai-env-secret"
+    assert Endpoint.for_api("anthropic").api_key == "sk-ant-env-secret"
+    assert Endpoint.for_api("openai", base_url="https://api.openai.com.evil.test/v1").api_key == "not-needed"
 
 
 def test_official_openai_needs_a_key(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from ..errors import BackendTimeoutError
+from ..types import as_seconds
 from ._deadline import async_http_client, sync_http_client
 from .base import Backend
 from .endpoint import Endpoint
@@ -108,7 +109,7 @@ class SDKBackend(Backend):
         """``timeout_s`` bounds each attempt as a whole: connecting, waiting and reading."""
         self.endpoint = endpoint
         self.provider = endpoint.provider
-        self.timeout_s = timeout_s
+        self.timeout_s = as_seconds(timeout_s, "timeout_s")
         self.clients = SDKClients(
             sdk, sync_class, async_class, timeout_s, api_key=endpoint.api_key, base_url=endpoint.base_url
         )

@@ -3,12 +3,14 @@
 An ``Endpoint`` is resolved once, explicitly: the SDKs are always given the URL and key,
 so ``OPENAI_BASE_URL`` / ``ANTHROPIC_BASE_URL`` in the environment are read here, become
 part of every cache key, and never silently redirect a key. A provider's key from the
-environment only travels to that provider's own host; any other host gets the key passed
-with it (``api_key=``) or none.
+environment only travels over HTTPS to that provider's own host (``https://api.openai.com``,
+``https://api.anthropic.com``); any other URL — another host, or the provider's host over
+plain ``http://`` — gets the key passed with it (``api_key=``) or none.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,9 +27,17 @@ _OFFICIAL = {
 }
 NO_KEY = "not-needed"
 
+logger = logging.getLogger("llmrerank")
+
 
 def _host(url: str) -> str:
     return (urlsplit(url).hostname or "").lower()
+
+
+def _may_receive_env_key(url: str, official_url: str) -> bool:
+    """Whether ``url`` may be sent the provider's key from the environment: only over
+    HTTPS, and only to the host of ``official_url`` (the provider's own API)."""
+    return urlsplit(url).scheme.lower() == "https" and _host(url) == _host(official_url)
 
 
 @dataclass(frozen=True)
@@ -49,8 +59,10 @@ class Endpoint:
         SDK's environment variable, else the provider's own host."""
         default_url, key_env, url_env = _OFFICIAL[api]
         url = (base_url or os.environ.get(url_env) or default_url).rstrip("/")
-        official = _host(url) == _host(default_url)
+        official = _may_receive_env_key(url, default_url)
         if api_key is None:
+            if not official and _host(url) == _host(default_url) and os.environ.get(key_env):
+                logger.warning("%s is not sent to %s: an environment key goes only over https", key_env, url)
             api_key = os.environ.get(key_env) if official else NO_KEY
             if api_key is None:
                 raise UserError(

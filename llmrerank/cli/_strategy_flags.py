@@ -25,9 +25,13 @@ def strategy_option_flags(command: Callable[..., None]) -> Callable[..., None]:
     """--window/--step/--shuffles/--listwise-method/--first-token (listwise),
     --pairwise-method, --set-size (setwise)."""
     flags = [
-        click.option("--window", type=int, help="listwise: passages per call [20]."),
-        click.option("--step", type=int, help="listwise: how far the window slides [10]."),
-        click.option("--shuffles", type=int, help="listwise: extra passes from shuffled orders, fused [0]."),
+        click.option("--window", type=click.IntRange(min=2), help="listwise: passages per call [20]."),
+        click.option("--step", type=click.IntRange(min=1), help="listwise: how far the window slides [10]."),
+        click.option(
+            "--shuffles",
+            type=click.IntRange(min=0),
+            help="listwise: extra passes from shuffled orders, fused [0].",
+        ),
         click.option(
             "--listwise-method",
             type=click.Choice(["sliding", "partition"]),
@@ -44,7 +48,7 @@ def strategy_option_flags(command: Callable[..., None]) -> Callable[..., None]:
             type=click.Choice(["heapsort", "sliding", "allpairs"]),
             help="pairwise: how comparisons are chosen [heapsort].",
         ),
-        click.option("--set-size", type=int, help="setwise: passages shown per call [4]."),
+        click.option("--set-size", type=click.IntRange(min=2), help="setwise: passages shown per call [4]."),
     ]
     for flag in reversed(flags):
         command = flag(command)

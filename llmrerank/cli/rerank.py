@@ -183,7 +183,7 @@ Examples:
 @strategy_option_flags
 @click.option("--prompt", "-p", help="Prompt ref, e.g. pointwise/relevance@1 (default: newest).")
 @click.option("--rubric", "-r", type=click.Path(exists=True, dir_okay=False), help="Rubric YAML.")
-@click.option("--top-k", "-k", type=int, help="Keep only the first K of each ranking.")
+@click.option("--top-k", "-k", type=click.IntRange(min=1), help="Keep only the first K of each ranking.")
 @click.option("--input", "-i", "input_file", type=click.File("rb"), default="-", help="JSONL input.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help=f"Default {DEFAULT_CACHE_DIR}.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the response cache.")
@@ -193,7 +193,13 @@ Examples:
     show_default=True,
     type=click.Choice(["read_write", "read_only", "refresh", "off"]),
 )
-@click.option("--max-concurrency", type=int, default=8, show_default=True)
+@click.option(
+    "--max-concurrency",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="LLM calls in flight at once.",
+)
 @click.option(
     "--narrow-with",
     "narrow_with",
@@ -206,8 +212,14 @@ Examples:
     multiple=True,
     help="Shorthand for --narrow-with cross-encoder:PATH_OR_NAME (runs after --narrow-with stages).",
 )
-@click.option("--narrow-to", type=int, multiple=True, help="Candidates each narrowing stage keeps.")
-@click.option("--llm-timeout", type=float, help="Seconds before the LLM stage falls back.")
+@click.option(
+    "--narrow-to", type=click.IntRange(min=1), multiple=True, help="Candidates each narrowing stage keeps."
+)
+@click.option(
+    "--llm-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds before the LLM stage falls back.",
+)
 @click.option("--bypass-llm", is_flag=True, default=None, help="Skip the LLM stage.")
 @click.option("--trace", type=click.Path(dir_okay=False), help="Append a JSONL trace per request.")
 @click.option(

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..types import Candidate, CandidateLike, Ranking, as_candidates
+from ..types import Candidate, CandidateLike, Ranking, as_count, as_request
 from . import _onnx
 
 logger = logging.getLogger("llmrerank")
@@ -147,12 +147,12 @@ class EncoderStage:
             _onnx.import_onnxruntime()  # a missing extra fails at construction, not mid-query
         self.model_name = model_name
         self.device = device
-        self.batch_size = batch_size
+        self.batch_size = as_count(batch_size, "batch_size")
         self.name = name
         self.backend = backend
         self.quantize = quantize
-        self.threads = threads
-        self.max_batch_tokens = max_batch_tokens
+        self.threads = None if threads is None else as_count(threads, "threads")
+        self.max_batch_tokens = as_count(max_batch_tokens, "max_batch_tokens")
         self.onnx_cache_dir = Path(onnx_cache_dir).expanduser() if onnx_cache_dir else None
         self.load_s: float | None = None
         self.backend_in_use: str | None = None
@@ -235,10 +235,9 @@ class EncoderStage:
         return self._rank(query, items, top_k) if items else Ranking(query=query, items=())
 
     def rerank(self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None) -> Ranking:
-        return self._rank_or_empty(query, as_candidates(candidates), top_k)
+        return self._rank_or_empty(*as_request(query, candidates, top_k))
 
     async def arerank(
         self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None
     ) -> Ranking:
-        items = as_candidates(candidates)
-        return await asyncio.to_thread(self._rank_or_empty, query, items, top_k)
+        return await asyncio.to_thread(self._rank_or_empty, *as_request(query, candidates, top_k))

@@ -4,7 +4,12 @@
 reranks with each stage the survivors of the one before; what a stage did not keep stays
 below in its previous order, so the result is always a full ranking. An LLM stage that
 fails — time budget, exhausted retries, unparseable output — never fails the request: its
-input order is kept and the ranking says ``degraded`` and why.
+input order is kept and the ranking says ``degraded`` and why. A caller's mistake (a
+``UserError`` such as a bad ``top_k`` or candidate) is never such a failure: it raises, as
+the same call would on the stage alone (``stage_failure_degrades``).
+
+Long because the one walk over the stages (``_walk``) has a sync and an async driver loop,
+and the per-request state that merges each stage's result sits beside them.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 
-from ..errors import LLMRerankError, UserError
+from ..errors import BudgetError, LLMRerankError, UserError
 from ..pricing import PriceTable
 from ..types import (
     CallRecord,
@@ -26,30 +31,46 @@ from ..types import (
     Ranking,
     StageReport,
     Usage,
-    as_candidates,
-    as_query,
+    as_count,
+    as_request,
+    as_seconds,
+    as_top_k,
 )
 from ._budget import await_with_budget, run_with_budget
 from ._trace import TraceWriter
 from .protocol import Reranker
 from .routing import Router
 
-__all__ = ["Cascade", "Stage"]
+__all__ = ["Cascade", "Stage", "stage_failure_degrades"]
 
 logger = logging.getLogger("llmrerank")
+
+
+def stage_failure_degrades(error: LLMRerankError) -> bool:
+    """Whether a stage's ``error`` leaves the earlier order in place (a degraded ranking)
+    rather than failing the call: the backend, its parsing and the budgets (time, calls,
+    context) fail that way; a caller's mistake (any other ``UserError``) never does, since
+    a degraded result would hide it."""
+    return isinstance(error, BudgetError) or not isinstance(error, UserError)
 
 
 @dataclass(frozen=True)
 class Stage:
     """One step of a cascade. ``keep``: how many of its ranking go on to the next stage
-    (None: all). ``timeout_s``: the stage's time budget. ``fallback``: on failure keep the
-    previous order instead of raising."""
+    (None: all). ``timeout_s``: the stage's time budget. ``fallback``: on a failure that
+    degrades (``stage_failure_degrades``) keep the previous order instead of raising."""
 
     reranker: Reranker
     keep: int | None = None
     timeout_s: float | None = None
     name: str | None = None
     fallback: bool = True
+
+    def __post_init__(self) -> None:
+        if self.keep is not None:
+            as_count(self.keep, f"stage {self.label!r}: keep")
+        if self.timeout_s is not None:
+            as_seconds(self.timeout_s, f"stage {self.label!r}: timeout_s")
 
     @property
     def label(self) -> str:
@@ -89,7 +110,7 @@ class Cascade:
         self.trace = TraceWriter(trace) if trace else None
         self.router = Router(bypass_llm=bypass_llm, skip_margin=skip_margin)
         self.prices = prices or PriceTable()
-        self.top_k = top_k
+        self.top_k = as_top_k(top_k)
         self.name = name
         self.stats = {"requests": 0, "degraded": 0, "llm_skipped_by_margin": 0, "llm_bypassed": 0}
 
@@ -158,9 +179,8 @@ class Cascade:
             self.trace.write(ranking)
         return ranking.trimmed(top_k if top_k is not None else self.top_k)
 
-    def _start(self, query: str, candidates: Sequence[CandidateLike]) -> list[RankedCandidate]:
-        as_query(query)
-        items = as_candidates(candidates)
+    @staticmethod
+    def _start(items: list[Candidate]) -> list[RankedCandidate]:
         n = len(items)
         return [
             RankedCandidate(
@@ -178,7 +198,8 @@ class Cascade:
     ) -> Generator[tuple[Stage, list[Candidate]], Ranking, Ranking]:
         """The cascade's logic, shared by sync and async: yields each stage to run with its
         inputs and receives its ranking, or the error it raised (thrown in)."""
-        current = self._start(query, candidates)
+        query, items, top_k = as_request(query, candidates, top_k)
+        current = self._start(items)
         state = _RunState()
         previous: str | None = None
         for stage in self.stages:
@@ -192,7 +213,7 @@ class Cascade:
                 try:
                     result = yield stage, inputs
                 except LLMRerankError as exc:
-                    if not stage.fallback:
+                    if not stage.fallback or not stage_failure_degrades(exc):
                         exc.calls = (*state.calls, *exc.calls)
                         raise
                     error = f"stage {stage.label!r}: {exc}"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..settings import assets_dir
-from ..types import Candidate, CandidateLike, Ranking, as_candidates
+from ..types import Candidate, CandidateLike, Ranking, as_request
 from ._onnx import TextInput
 from ._sentence_transformers import DEFAULT_MAX_BATCH_TOKENS, EncoderStage
 from .protocol import ranking_from_scores
@@ -112,7 +112,7 @@ class CrossEncoderReranker(EncoderStage):
 
     def score(self, query: str, candidates: Sequence[CandidateLike]) -> list[float]:
         """Raw logits in input order."""
-        items = as_candidates(candidates)
+        query, items, _ = as_request(query, candidates)
         if not items:
             return []
         logits = self.model.run([(query, c.text) for c in items])

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..cache import BestEffortCache, DiskCache
 from ..errors import CandidateError
-from ..types import Candidate, CandidateLike, Ranking, as_candidates
+from ..types import Candidate, CandidateLike, Ranking, as_request
 from ._onnx import TextInput
 from ._sentence_transformers import DEFAULT_MAX_BATCH_TOKENS, EncoderStage
 from .protocol import ranking_from_scores
@@ -212,7 +212,7 @@ class DenseReranker(EncoderStage):
         return [float(x) for x in passages @ query_vector], [items[i].text for i in to_encode]
 
     def score(self, query: str, candidates: Sequence[CandidateLike]) -> list[float]:
-        items = as_candidates(candidates)
+        query, items, _ = as_request(query, candidates)
         return self._score_items(query, items)[0] if items else []
 
     def _rank(self, query: str, items: list[Candidate], top_k: int | None) -> Ranking:

@@ -9,13 +9,12 @@ from typing import Any
 from ..backends.base import Backend
 from ..cache import DiskCache
 from ..driver import Driver, RetryPolicy
-from ..errors import UserError
 from ..prompts import Prompt, PromptLibrary
 from ..rubrics import DEFAULT_RUBRIC, Rubric
 from ..strategies import Strategy, make_strategy
 from ..strategies.base import PassageBudget, PlanContext, fit_to_context
 from ..strategies.plan import Outcome
-from ..types import CallRecord, Candidate, CandidateLike, Ranking, as_candidates, as_query
+from ..types import CallRecord, Candidate, CandidateLike, Ranking, as_count, as_request
 from .protocol import ranking_from_order
 
 __all__ = ["LLMReranker"]
@@ -67,6 +66,11 @@ class LLMReranker:
         variables: dict[str, Any] | None = None,
         name: str = "llm",
     ) -> None:
+        as_count(max_concurrency, "max_concurrency")
+        as_count(max_reasks, "max_reasks", minimum=0)
+        for limit, what in ((max_words, "max_words"), (max_chars, "max_chars")):
+            if limit is not None:
+                as_count(limit, what)
         self.backend = backend
         self.strategy = make_strategy(strategy) if isinstance(strategy, str) else strategy
         if isinstance(prompt, Prompt):
@@ -97,9 +101,6 @@ class LLMReranker:
         return self.strategy.estimate_calls(n_candidates, top_k)
 
     def _context(self, query: str, candidates: list[Candidate], top_k: int | None) -> PlanContext:
-        query = as_query(query)
-        if top_k is not None and top_k < 1:
-            raise UserError(f"top_k must be at least 1, got {top_k}")
         context = PlanContext(
             query=query,
             candidates=candidates,
@@ -144,7 +145,7 @@ class LLMReranker:
         return ranking.trimmed(top_k)
 
     def rerank(self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None) -> Ranking:
-        items = as_candidates(candidates)
+        query, items, top_k = as_request(query, candidates, top_k)
         context = self._context(query, items, top_k)
         outcome, calls = self.driver.run(self.strategy.plan(context))
         return self._ranking(query, items, outcome, calls, top_k)
@@ -152,7 +153,7 @@ class LLMReranker:
     async def arerank(
         self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None
     ) -> Ranking:
-        items = as_candidates(candidates)
+        query, items, top_k = as_request(query, candidates, top_k)
         context = self._context(query, items, top_k)
         outcome, calls = await self.driver.arun(self.strategy.plan(context))
         return self._ranking(query, items, outcome, calls, top_k)
