@@ -14,6 +14,8 @@ survivors in its earlier order, so an untrimmed result always holds every candid
 
 Stage specs: ``dense:[MODEL]`` and ``cross-encoder:[MODEL]`` (empty MODEL: the offline
 default), with options after ``?`` as in a URL: ``cross-encoder:?batch_size=16&device=cpu``.
+MODEL may be a folder ``llmrerank distill`` wrote; ``stage_training`` reads what it was
+trained on, and ``to_dict`` lists that under ``trained_on`` so results and reports name it.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import yaml
 from ._yaml import read_yaml_mapping
 from .errors import UserError
 from .rerankers.protocol import Reranker, ranking_from_order
+from .rerankers.training_record import training_summary
 from .rubrics import Rubric
 from .types import CandidateLike, Ranking, as_count, as_request, as_seconds
 
@@ -44,6 +47,7 @@ __all__ = [
     "PipelineSpec",
     "build_stage",
     "hybrid",
+    "stage_training",
 ]
 
 DEFAULT_NARROW_TO = 20
@@ -78,6 +82,16 @@ def build_stage(spec: str, *, cache: DiskCache | None = None) -> Reranker:
     except TypeError as exc:
         raise UserError(f"stage {spec!r}: {exc}") from None
     raise UserError(f"unknown stage {spec!r}; use dense:[MODEL] or cross-encoder:[MODEL]")
+
+
+def stage_training(spec: StageLike) -> dict[str, Any] | None:
+    """What a stage whose model is a folder ``llmrerank distill`` wrote was trained on
+    (``training_summary``), with the stage named; None for any other stage."""
+    model = _stage_kind(spec)[1] if isinstance(spec, str) else getattr(spec, "model_name", None)
+    summary = training_summary(model) if isinstance(model, str) and model else None
+    if summary is None:
+        return None
+    return {"stage": spec if isinstance(spec, str) else getattr(spec, "name", "stage"), **summary}
 
 
 class FirstStage:
@@ -181,7 +195,7 @@ class PipelineSpec:
         def label(value: StageLike | None) -> str | None:
             return value if value is None or isinstance(value, str) else value.name
 
-        return {
+        data: dict[str, Any] = {
             "name": self.name,
             "narrow_with": [label(s) for s in self.narrow_with],
             "narrow_to": list(self.keeps()),
@@ -192,6 +206,10 @@ class PipelineSpec:
             "rubric": self.rubric if not isinstance(self.rubric, Rubric) else self.rubric.name,
             "top_k": self.top_k,
         }
+        trained = [t for t in (stage_training(s) for s in self.narrow_with) if t is not None]
+        if trained:  # a distilled stage names its training labels
+            data["trained_on"] = trained
+        return data
 
     def with_changes(self, **changes: Any) -> PipelineSpec:
         return replace(self, **changes)

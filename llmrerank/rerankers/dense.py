@@ -24,6 +24,7 @@ from ..types import Candidate, CandidateLike, Ranking, as_request
 from ._onnx import TextInput
 from ._sentence_transformers import DEFAULT_MAX_BATCH_TOKENS, EncoderStage
 from .protocol import ranking_from_scores
+from .training_record import training_fingerprint
 
 __all__ = ["DenseReranker", "default_dense_model"]
 
@@ -99,6 +100,7 @@ class DenseReranker(EncoderStage):
         self.cache = cache
         self.embedding_lookup = embedding_lookup
         self.model_id = model_id or self.model_name
+        self.training_fingerprint = training_fingerprint(self.model_name)
         self._store = BestEffortCache(cache, _NAMESPACE)
         self.cache_hits = 0
         self.cache_misses = 0
@@ -129,6 +131,8 @@ class DenseReranker(EncoderStage):
         material = f"{self.model_name}\x00{self.passage_prefix}\x00{self.model.max_seq_length}\x00{text}"
         if self.quantize != "none":
             material += f"\x00{self.quantize}"
+        if self.training_fingerprint is not None:  # a distilled folder, maybe retrained in place
+            material += f"\x00{self.training_fingerprint}"
         return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
     def embed_passages(self, texts: Sequence[str]) -> Any:
