@@ -30,7 +30,7 @@ import yaml
 from ._yaml import read_yaml_mapping
 from .errors import UserError
 from .rerankers.protocol import Reranker, ranking_from_order
-from .rubrics import Rubric
+from .rubrics import Rubric, load_rubric
 from .types import CandidateLike, Ranking, as_candidates
 
 if TYPE_CHECKING:
@@ -107,7 +107,8 @@ class PipelineSpec:
 
     ``narrow_with``: stage specs (``"dense:"``) or built rerankers. ``llm``: a model string
     (``"openai:gpt-4o-mini"``, see ``make_backend``) or a built reranker. ``strategy``,
-    ``strategy_options``, ``prompt`` and ``rubric`` (a YAML path or a ``Rubric``) configure a
+    ``strategy_options``, ``prompt`` and ``rubric`` (a ref such as ``support-kb@2``, a YAML path
+    or a ``Rubric``) configure a
     model-string LLM. ``llm_timeout_s`` is the LLM stage's time budget: past it, or on any
     LLM failure, the earlier order is kept and the ranking says ``degraded`` (unless
     ``fallback`` is false). ``call_timeout_s`` bounds each LLM call, ``retry`` its retries.
@@ -170,7 +171,7 @@ class PipelineSpec:
             "strategy": self.strategy if isinstance(self.llm, str) else None,
             "strategy_options": dict(self.strategy_options),
             "prompt": self.prompt,
-            "rubric": self.rubric if not isinstance(self.rubric, Rubric) else self.rubric.name,
+            "rubric": self.rubric if not isinstance(self.rubric, Rubric) else self.rubric.ref,
             "top_k": self.top_k,
         }
 
@@ -216,7 +217,7 @@ class PipelineSpec:
             make_backend(self.llm, base_url=self.base_url, **options),
             strategy=make_strategy(self.strategy, **self.strategy_options),
             prompt=self.prompt,
-            rubric=Rubric.load(self.rubric) if isinstance(self.rubric, (str, PurePath)) else self.rubric,
+            rubric=load_rubric(self.rubric) if isinstance(self.rubric, (str, PurePath)) else self.rubric,
             cache=cache,
             max_concurrency=self.max_concurrency,
             retry=self.retry,

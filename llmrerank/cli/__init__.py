@@ -5,12 +5,12 @@ One module per command (group); each registers itself on ``main``.
 
 from __future__ import annotations
 
-from . import cache, demo, index, prompts, rerank, serve
+from . import cache, demo, index, prompts, rerank, rubrics, serve
 from ._app import main
 
 __all__ = ["main"]
 
-del cache, demo, index, prompts, rerank, serve
+del cache, demo, index, prompts, rerank, rubrics, serve
 
 
 def _attach_optional_groups() -> None:

@@ -119,6 +119,16 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return float(statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1])
 
 
+def _stage_scores(ranking: Ranking) -> dict[str, dict[str, float]]:
+    """Each stage's score per passage; the first stage's ("input") is the dataset's own."""
+    scores: dict[str, dict[str, float]] = {}
+    for item in ranking:
+        for stage, value in item.stage_scores.items():
+            if stage != "input":
+                scores.setdefault(stage, {})[item.id] = value
+    return scores
+
+
 def _query_record(qid: str, ranking: Ranking, latency: float, prices: PriceTable) -> dict[str, Any]:
     calls = ranking.calls
     cost = prices.cost_of(calls)
@@ -135,6 +145,9 @@ def _query_record(qid: str, ranking: Ranking, latency: float, prices: PriceTable
         "repairs": dict(ranking.repairs),
         "degraded": ranking.degraded_reason,
         "prompts": sorted({(c.prompt_ref, c.prompt_sha256) for c in calls}),
+        "rubrics": sorted({(c.rubric_ref, c.rubric_sha256) for c in calls if c.rubric_ref}),
+        # each stage's own score per passage (the LLM's grades, for the agreement report)
+        "stage_scores": _stage_scores(ranking),
         "models": sorted({f"{c.backend}:{c.model}" for c in calls}),
     }
 
@@ -237,6 +250,7 @@ def _summarise(
         for key, count in record["repairs"].items():
             repairs[key] = repairs.get(key, 0) + count
     prompts = sorted({tuple(p) for r in records for p in r["prompts"]})
+    rubrics = sorted({tuple(p) for r in records for p in r.get("rubrics", ())})
     return {
         "schema": SCHEMA,
         "experiment": experiment.name,
@@ -258,5 +272,9 @@ def _summarise(
         "repairs": repairs,
         "degraded_queries": sum(1 for r in records if r["degraded"]),
         "prompts": [{"ref": ref, "sha256": sha} for ref, sha in prompts],
+        "rubrics": [{"ref": ref, "sha256": sha} for ref, sha in rubrics],
+        # the final order and each stage's own scores per query, for agreement and moved passages
+        "run": run,
+        "stage_scores": {r["qid"]: r["stage_scores"] for r in records if r.get("stage_scores")},
         "models": sorted({m for r in records for m in r["models"]}),
     }
