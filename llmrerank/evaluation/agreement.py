@@ -251,6 +251,14 @@ def _ranks(result: Mapping[str, Any], qid: str) -> dict[str, int]:
     return {docid: rank for rank, docid in enumerate(sorted(run, key=lambda d: -run[d]), start=1)}
 
 
+def _grades(result: Mapping[str, Any], qid: str, stage: str) -> dict[str, float]:
+    """The LLM's grade per passage of a pointwise run (none for runs that only order)."""
+    if result["pipeline"].get("strategy") != "pointwise":
+        return {}
+    scores = (result.get("stage_scores") or {}).get(qid, {})
+    return {**scores.get(stage, {}), **scores.get(f"{stage}:grade", {})}
+
+
 def moved_passages(
     baseline: Mapping[str, Any],
     candidate: Mapping[str, Any],
@@ -270,8 +278,7 @@ def moved_passages(
         if abs(delta) <= 1e-9:
             continue
         ranks_a, ranks_b = _ranks(baseline, qid), _ranks(candidate, qid)
-        grades_a = (baseline.get("stage_scores") or {}).get(qid, {}).get(stage, {})
-        grades_b = (candidate.get("stage_scores") or {}).get(qid, {}).get(stage, {})
+        grades_a, grades_b = _grades(baseline, qid, stage), _grades(candidate, qid, stage)
         labels = qrels.get(qid, {})
         moved = []
         for docid in set(ranks_a) | set(ranks_b):
