@@ -14,10 +14,11 @@ render it, so changing what "relevant" means never needs a code change::
 
 Identity, like a prompt's: ``ref`` is ``name@version`` (just ``name`` for an unversioned
 draft) and ``sha256`` hashes the rubric's *canonical content*: its fields as parsed (name,
-description, criteria, scale; not the version), dumped as JSON with sorted keys and no
-whitespace. Comments, indentation, key order and YAML quoting or folding style therefore do
-not change the hash; any change of a word does. Every ``CallRecord``, trace line, eval result,
-report and service response carries both.
+description, criteria, scale; not the version), dumped as JSON with sorted keys
+(``json.dumps(fields, sort_keys=True, ensure_ascii=False)``). Comments, indentation, key
+order and YAML quoting or folding style therefore do not change the hash; any change of a
+word does. Every ``CallRecord``, trace line, eval result, report and service response
+carries both.
 
 Versioned storage mirrors the prompts': ``<root>/<name>/v<N>.yaml``, addressed as
 ``name@N`` (``@latest`` or no suffix: the highest N). A root may hold ``rubrics.lock``
@@ -111,9 +112,9 @@ class Rubric(BaseModel):
 
     def canonical(self) -> str:
         """The content that identifies the rubric: its fields but the version, as JSON with
-        sorted keys and no whitespace (see the module docstring)."""
+        sorted keys (see the module docstring)."""
         content = self.model_dump(mode="json", exclude={"version"})
-        return json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return json.dumps(content, sort_keys=True, ensure_ascii=False)
 
     @property
     def sha256(self) -> str:

@@ -11,10 +11,15 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from llmrerank import LLMReranker
+from llmrerank import LLMReranker, UserError
 from llmrerank.backends.base import BackendReply, BackendRequest
 from llmrerank.cli import main
-from llmrerank.evaluation.agreement import agreement, compare_agreements, moved_passages
+from llmrerank.evaluation.agreement import (
+    agreement,
+    compare_agreements,
+    moved_passages,
+    read_labels_file,
+)
 from llmrerank.strategies import Pointwise
 from llmrerank.testing import FunctionBackend
 from llmrerank.types import TokenLogprob, Usage
@@ -182,3 +187,15 @@ def test_eval_agree_writes_markdown_and_html_for_grades_and_orders(tmp_path: Pat
     )
     assert no_llm.exit_code == 2
     assert "no passage the LLM judged has a label" in no_llm.output
+
+
+def test_a_labels_file_of_the_distillation_work_reads_as_qrels(tmp_path: Path) -> None:
+    path = tmp_path / "labels.jsonl"
+    path.write_text(
+        '{"query_id": "q1", "query": "x", "passage_id": "a", "passage": "t", "label": 2.6}\n\n'
+        '{"query_id": "q1", "query": "x", "passage_id": "b", "passage": "u", "label": 0}\n'
+    )
+    assert read_labels_file(path) == {"q1": {"a": 3, "b": 0}}
+    path.write_text('{"query_id": "q1"}\n')
+    with pytest.raises(UserError, match=r"labels\.jsonl:1: not a labels record"):
+        read_labels_file(path)

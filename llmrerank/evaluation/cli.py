@@ -231,6 +231,12 @@ def report_command(
 @click.option(
     "--qrels", type=click.Path(exists=True, dir_okay=False), help="TREC qrels (default: the set's)."
 )
+@click.option(
+    "--labels",
+    "labels_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A labels file (JSONL: query_id, passage_id, label) instead of qrels.",
+)
 @click.option("--dataset", help="The golden set for texts and labels (default: the one the results name).")
 @click.option("--metric", help="Compared beside agreement (default: the results' first metric).")
 @click.option("--top", default=10, show_default=True, help="Disagreements listed per run.")
@@ -241,6 +247,7 @@ def agree_command(
     results: tuple[str, ...],
     out_dir: str,
     qrels: str | None,
+    labels_file: str | None,
     dataset: str | None,
     metric: str | None,
     top: int,
@@ -254,7 +261,7 @@ def agree_command(
     kappa, Krippendorff's alpha, per-query Kendall tau, inverted pairs, the largest disagreements.
     With several RESULTS the first is the baseline: agreement and METRIC side by side with
     corrected paired tests, and per query the passages that moved."""
-    from .agreement import agreement, compare_agreements, moved_passages
+    from .agreement import agreement, compare_agreements, moved_passages, read_labels_file
     from .agreement_report import Texts, write_agreement_report
     from .datasets import load_dataset, read_qrels
 
@@ -265,7 +272,9 @@ def agree_command(
             f"--metric {metric} is not in every results file; they have {sorted(loaded[0]['metrics'])}"
         )
     golden = load_dataset(dataset or loaded[0]["dataset"])
-    labels = read_qrels(qrels) if qrels else golden.qrels
+    if qrels and labels_file:
+        raise UserError("give --qrels or --labels, not both")
+    labels = read_qrels(qrels) if qrels else read_labels_file(labels_file) if labels_file else golden.qrels
     texts = Texts(
         {q.qid: q.query for q in golden.queries},
         {(q.qid, c.id): c.text for q in golden.queries for c in q.candidates},
