@@ -18,6 +18,9 @@ stage judged and a label covers are compared; the rest are counted, never guesse
 ``compare_agreements`` puts several runs side by side (the first is the baseline) with the
 harness's paired tests and multiple-comparison correction over the main metric and the
 per-query tau, and names the passages that moved in each query a run won or lost.
+
+Long because grades, orders, the side-by-side tests and the moved passages all read the same
+per-passage records of a results file; apart, each would re-derive them.
 """
 
 from __future__ import annotations
