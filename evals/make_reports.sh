@@ -81,6 +81,20 @@ D=$R/devkb-local/results
   $D/devkb__listwise__r0.json --out $R/devkb-local \
   --title "devkb with the local Qwen2.5-Coder-0.5B: rubrics × strategies"
 
+# 5b. Rubric authoring (`eval agree`): the devkb rubric support-kb@1 against a deliberately worse
+#     draft support-kb@2, graded by the local LLM with logprobs; and web-passages@1 against the
+#     DL19 qrels with the fair simulated judge (sigma = 1) as a stand-in for a real LLM.
+run evals/configs/rubric-devkb.yaml $R/rubric-devkb
+RD=$R/rubric-devkb/results
+"$LLMRERANK" eval agree $RD/devkb__pointwise-support-kb-1-__r0.json $RD/devkb__pointwise-support-kb-2-__r0.json \
+  --out $R/rubric-devkb --title "devkb: the set's rubric (support-kb@1) against a worse draft (support-kb@2), local Qwen2.5-Coder-0.5B" \
+  --notes "Grades from the real local LLM (Qwen2.5-Coder-0.5B-Instruct, llama.cpp, CPU) with logprobs; labels from the devkb qrels. support-kb@2 was written to be worse: it asks for topic and wording, not for an answer the engineer can act on."
+run evals/configs/rubric-dl19.yaml $R/rubric-dl19
+RT=$R/rubric-dl19/results
+"$LLMRERANK" eval agree $RT/dl19__pointwise__r0.json $RT/dl19__listwise__r0.json --out $R/rubric-dl19 \
+  --title "TREC DL 2019: web-passages@1, pointwise grades and listwise order against the qrels (fair simulated judge, sigma = 1)" \
+  --notes "The LLM is the fair simulated judge (sim:dl19@1.0), a stand-in for a real LLM: it reads each query-passage pair once as its qrels label + N(0, 1) and answers every question from that reading; it reads the rubric's scale, not its words. BM25 top-30 of the 43 queries."
+
 # 6. The README's main job with the local LLM (what `make demo` prints without an API key).
 [ -n "$REPORTS_ONLY" ] || "$LLMRERANK" demo --model local: --cache-dir .cache/eval > $R/demo-dl19-local.txt
 
@@ -88,5 +102,8 @@ D=$R/devkb-local/results
 if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then
   for page in $R/local-stages/dl19 $R/dl19-strategies $R/cascade-dl19 $R/devkb-local; do
     evals/screenshot_report.sh $page/report.html $page/report.png
+  done
+  for page in $R/rubric-devkb $R/rubric-dl19; do
+    evals/screenshot_report.sh $page/agreement.html $page/agreement.png
   done
 fi

@@ -27,6 +27,7 @@ from .cache import BestEffortCache, DiskCache, request_key
 from .errors import LLMRerankError, ParseError
 from .outputs import InvalidOutput, Parsed
 from .retry import Attempting, RetryPolicy
+from .rubrics import Rubric
 from .strategies.plan import Answer, LLMRequest, Outcome, Plan
 from .types import CallRecord, TokenLogprob, Usage
 
@@ -113,7 +114,7 @@ class Driver:
     back with its validation error before ``ParseError``. ``max_concurrency`` bounds the
     requests in flight *per backend object*: every driver (reranker), call, thread and event
     loop using that backend shares one limiter, whose capacity is the smallest any of them
-    asked for."""
+    asked for. ``rubric`` (the one the requests render) is named on every ``CallRecord``."""
 
     def __init__(
         self,
@@ -124,8 +125,10 @@ class Driver:
         max_reasks: int = 2,
         max_concurrency: int = 8,
         temperature: float = 0.0,
+        rubric: Rubric | None = None,
     ) -> None:
         self.backend = backend
+        self.rubric_ref, self.rubric_sha256 = (rubric.ref, rubric.sha256) if rubric else ("", "")
         self.cache = cache
         self._store = BestEffortCache(cache, _NAMESPACE)
         self.retry = retry or RetryPolicy()
@@ -190,6 +193,8 @@ class Driver:
             latency_s=time.perf_counter() - started,
             cache_key=key,
             repairs=dict(repairs),
+            rubric_ref=self.rubric_ref,
+            rubric_sha256=self.rubric_sha256,
         )
 
     def _from_cache(self, request: LLMRequest, key: str, started: float) -> Answer | None:

@@ -33,7 +33,7 @@ from ._yaml import read_yaml_mapping
 from .errors import UserError
 from .rerankers.protocol import Reranker, ranking_from_order
 from .rerankers.training_record import training_summary
-from .rubrics import Rubric
+from .rubrics import Rubric, load_rubric
 from .types import CandidateLike, Ranking, as_count, as_request, as_seconds
 
 if TYPE_CHECKING:
@@ -122,11 +122,12 @@ class PipelineSpec:
 
     ``narrow_with``: stage specs (``"dense:"``) or built rerankers. ``llm``: a model string
     (``"openai:gpt-4o-mini"``, see ``make_backend``) or a built reranker. ``strategy``,
-    ``strategy_options``, ``prompt`` and ``rubric`` (a YAML path or a ``Rubric``) configure a
-    model-string LLM. ``llm_timeout_s`` is the LLM stage's time budget: past it, or when the
-    LLM's backend, parsing or a budget fails, the earlier order is kept and the ranking says
-    ``degraded`` (unless ``fallback`` is false); a caller's mistake always raises.
-    ``call_timeout_s`` bounds each LLM call, ``retry`` its retries.
+    ``strategy_options``, ``prompt`` and ``rubric`` (a ref such as ``support-kb@2``, a YAML
+    path or a ``Rubric``) configure a model-string LLM. ``llm_timeout_s`` is the LLM stage's
+    time budget: past it, or when the LLM's backend, parsing or a budget fails, the earlier
+    order is kept and the ranking says ``degraded`` (unless ``fallback`` is false); a
+    caller's mistake always raises. ``call_timeout_s`` bounds each LLM call, ``retry`` its
+    retries.
     """
 
     name: str = "pipeline"
@@ -203,7 +204,7 @@ class PipelineSpec:
             "strategy": self.strategy if isinstance(self.llm, str) else None,
             "strategy_options": dict(self.strategy_options),
             "prompt": self.prompt,
-            "rubric": self.rubric if not isinstance(self.rubric, Rubric) else self.rubric.name,
+            "rubric": self.rubric if not isinstance(self.rubric, Rubric) else self.rubric.ref,
             "top_k": self.top_k,
         }
         trained = [t for t in (stage_training(s) for s in self.narrow_with) if t is not None]
@@ -250,7 +251,7 @@ class PipelineSpec:
             make_backend(self.llm, base_url=self.base_url, **options),
             strategy=make_strategy(self.strategy, **self.strategy_options),
             prompt=self.prompt,
-            rubric=Rubric.load(self.rubric) if isinstance(self.rubric, (str, PurePath)) else self.rubric,
+            rubric=load_rubric(self.rubric) if isinstance(self.rubric, (str, PurePath)) else self.rubric,
             cache=cache,
             max_concurrency=self.max_concurrency,
             retry=self.retry,

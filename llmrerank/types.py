@@ -232,6 +232,9 @@ class CallRecord:
     repairs: Mapping[str, int] = field(default_factory=dict)
     # which sequential round of its plan the call belonged to; calls of one round run concurrently
     round: int = 0
+    # the rubric the prompt rendered: ``name@version`` and the sha256 of its canonical content
+    rubric_ref: str = ""
+    rubric_sha256: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -248,6 +251,8 @@ class CallRecord:
             "cache_key": self.cache_key,
             "repairs": dict(self.repairs),
             "round": self.round,
+            "rubric_ref": self.rubric_ref,
+            "rubric_sha256": self.rubric_sha256,
         }
 
 

@@ -5,12 +5,12 @@ One module per command (group); each registers itself on ``main``.
 
 from __future__ import annotations
 
-from . import cache, demo, index, prompts, rerank, serve, training
+from . import cache, demo, index, prompts, rerank, rubrics, serve, training
 from ._app import main, run
 
 __all__ = ["main", "run"]
 
-del cache, demo, index, prompts, rerank, serve, training
+del cache, demo, index, prompts, rerank, rubrics, serve, training
 
 
 def _attach_optional_groups() -> None:

@@ -10,7 +10,7 @@ import click
 
 from ..errors import UserError
 from ..prompts import PromptLibrary, builtin_prompts_dir, release_prompts
-from ..rubrics import DEFAULT_RUBRIC, Rubric
+from ..rubrics import DEFAULT_RUBRIC, load_rubric
 from ._app import main
 
 __all__ = ["prompts"]
@@ -76,7 +76,7 @@ def _parse_vars(pairs: tuple[str, ...]) -> dict[str, Any]:
 @prompts.command("render", short_help="Render a prompt with variables (--var NAME=VALUE).")
 @click.argument("ref")
 @click.option("--var", "pairs", multiple=True, help="key=value (value may be JSON).")
-@click.option("--rubric", type=click.Path(exists=True, dir_okay=False))
+@click.option("--rubric", help="A rubric ref (support-kb@1) or YAML path; default the built-in one.")
 @_prompt_dirs
 def prompts_render(
     ref: str, pairs: tuple[str, ...], rubric: str | None, prompt_dirs: tuple[str, ...]
@@ -84,7 +84,7 @@ def prompts_render(
     """Render a prompt, e.g. --var query='what is x' --var passage='{"label":"P","text":"y"}'."""
 
     variables: dict[str, Any] = {
-        "rubric": Rubric.load(rubric) if rubric else DEFAULT_RUBRIC,
+        "rubric": load_rubric(rubric) if rubric else DEFAULT_RUBRIC,
         "output_instruction": "(output instruction)",
     }
     variables.update(_parse_vars(pairs))

@@ -1,4 +1,4 @@
-"""``llmrerank eval run | compare | sweep | report``."""
+"""``llmrerank eval run | compare | sweep | report | agree``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import BudgetError
+from ..errors import BudgetError, UserError
 from .compare import (
     CORRECTIONS,
     TESTS,
@@ -223,4 +223,84 @@ def report_command(
         notes=notes,
         significance=Significance(test_name, correction, alpha),
     )
+    click.echo(f"wrote {md} and {page}")
+
+
+@eval_group.command("agree", short_help="How the LLM's grades and order agree with the labels.")
+@click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
+@click.option(
+    "--qrels", type=click.Path(exists=True, dir_okay=False), help="TREC qrels (default: the set's)."
+)
+@click.option(
+    "--labels",
+    "labels_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A labels file (JSONL: query_id, passage_id, label) instead of qrels.",
+)
+@click.option("--dataset", help="The golden set for texts and labels (default: the one the results name).")
+@click.option("--metric", help="Compared beside agreement (default: the results' first metric).")
+@click.option("--top", default=10, show_default=True, help="Disagreements listed per run.")
+@click.option("--title", default="LLM agreement with the labels")
+@click.option("--notes", default="")
+@_significance_options
+def agree_command(
+    results: tuple[str, ...],
+    out_dir: str,
+    qrels: str | None,
+    labels_file: str | None,
+    dataset: str | None,
+    metric: str | None,
+    top: int,
+    title: str,
+    notes: str,
+    test_name: str,
+    correction: str,
+    alpha: float,
+) -> None:
+    """Agreement of each run's LLM stage with the golden set's labels: confusion matrix, weighted
+    kappa, Krippendorff's alpha, per-query Kendall tau, inverted pairs, the largest disagreements.
+    With several RESULTS the first is the baseline: agreement and METRIC side by side with
+    corrected paired tests, and per query the passages that moved."""
+    from .agreement import agreement, compare_agreements, moved_passages, read_labels_file
+    from .agreement_report import Texts, write_agreement_report
+    from .datasets import load_dataset, read_qrels
+
+    loaded = [load_result(p) for p in results]
+    metric = metric or next(iter(loaded[0]["metrics"]))
+    if any(metric not in r["metrics"] for r in loaded):
+        raise UserError(
+            f"--metric {metric} is not in every results file; they have {sorted(loaded[0]['metrics'])}"
+        )
+    golden = load_dataset(dataset or loaded[0]["dataset"])
+    if qrels and labels_file:
+        raise UserError("give --qrels or --labels, not both")
+    labels = read_qrels(qrels) if qrels else read_labels_file(labels_file) if labels_file else golden.qrels
+    texts = Texts(
+        {q.qid: q.query for q in golden.queries},
+        {(q.qid, c.id): c.text for q in golden.queries for c in q.candidates},
+    )
+    found = [agreement(result, labels, top=top) for result in loaded]
+    significance = Significance(test_name, correction, alpha)
+    comparisons = compare_agreements(loaded, found, metric, significance) if len(loaded) > 1 else []
+    moved = [moved_passages(loaded[0], result, labels, metric) for result in loaded[1:]]
+    md, page = write_agreement_report(
+        loaded,
+        found,
+        out_dir,
+        texts=texts,
+        comparisons=comparisons,
+        moved=moved,
+        metric=metric,
+        significance=significance,
+        title=title,
+        notes=notes,
+    )
+    for item in found:
+        kappa = "" if item.kappa is None else f"  kappa {item.kappa:.3f}  alpha {item.alpha or 0:.3f}"
+        tau = "" if item.tau_mean is None else f"  tau {item.tau_mean:.3f}"
+        click.echo(
+            f"{item.run:<44} {item.kind:<6} pairs {item.pairs}{kappa}{tau}  "
+            f"inverted {item.inverted}/{item.ordered_pairs}"
+        )
     click.echo(f"wrote {md} and {page}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Mapping
 from pathlib import PurePath
 from typing import Any
@@ -17,7 +18,11 @@ AXES = ("llm", "prompt", "rubric", "strategy")
 def _axis_label(axis: str, value: Any) -> str:
     if value is None:
         return "default"
-    return PurePath(value).stem if axis == "rubric" else str(value)
+    if axis != "rubric":
+        return str(value)
+    path = PurePath(value)
+    versioned = re.fullmatch(r"v(\d+)\.ya?ml", path.name)  # a library file: name@N
+    return f"{path.parent.name}@{versioned[1]}" if versioned else path.stem
 
 
 def expand_pipelines(raw: Mapping[str, Any]) -> list[PipelineSpec]:

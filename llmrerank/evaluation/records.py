@@ -15,7 +15,7 @@ from typing import Any, TextIO
 from ..pricing import PriceTable
 from ..types import CallRecord, Ranking, Usage
 
-__all__ = ["PaidCalls", "PaidJournal", "query_record"]
+__all__ = ["PaidCalls", "PaidJournal", "query_record", "stage_scores"]
 
 
 def query_record(qid: str, ranking: Ranking, latency: float, prices: PriceTable) -> dict[str, Any]:
@@ -40,8 +40,21 @@ def query_record(qid: str, ranking: Ranking, latency: float, prices: PriceTable)
         "repairs": dict(ranking.repairs),
         "degraded": ranking.degraded_reason,
         "prompts": sorted({(c.prompt_ref, c.prompt_sha256) for c in calls}),
+        "rubrics": sorted({(c.rubric_ref, c.rubric_sha256) for c in calls if c.rubric_ref}),
+        # each stage's own score per passage (the LLM's grades, for the agreement report)
+        "stage_scores": stage_scores(ranking),
         "models": sorted({f"{c.backend}:{c.model}" for c in calls}),
     }
+
+
+def stage_scores(ranking: Ranking) -> dict[str, dict[str, float]]:
+    """Each stage's score per passage; the first stage's ("input") is the dataset's own."""
+    scores: dict[str, dict[str, float]] = {}
+    for item in ranking:
+        for stage, value in item.stage_scores.items():
+            if stage != "input":
+                scores.setdefault(stage, {})[item.id] = value
+    return scores
 
 
 class PaidCalls:

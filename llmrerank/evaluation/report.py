@@ -39,6 +39,7 @@ def _rows(
                 str(result["degraded_queries"]),
             ],
             "prompt": ", ".join(f"{p['ref']} {p['sha256'][:8]}" for p in result["prompts"]) or "-",
+            "rubric": ", ".join(f"{p['ref']} {p['sha256'][:8]}" for p in result.get("rubrics", ())) or "-",
         }
         for result, mark in zip(results, marks, strict=True)
     ]
@@ -114,7 +115,7 @@ def _markdown(context: dict[str, Any]) -> str:
         "|" + "---|" * len(context["header"]),
     ]
     lines += [
-        "| " + " | ".join([r["name"], *r["metrics"], *r["numbers"], r["prompt"]]) + " |"
+        "| " + " | ".join([r["name"], *r["metrics"], *r["numbers"], r["prompt"], r["rubric"]]) + " |"
         for r in context["rows"]
     ]
     if context["trained"]:
@@ -176,7 +177,7 @@ def write_report(
         "significance": significance.describe(len(comparisons)),
         "test": significance.test,
         "correction": correction,
-        "header": ["run", *metrics, *_NUMBERS, "prompt"],
+        "header": ["run", *metrics, *_NUMBERS, "prompt", "rubric"],
         "rows": _rows(results, comparisons, metrics),
         "trained": _trained(results),
         "main_metric": metrics[0],

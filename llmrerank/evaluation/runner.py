@@ -225,6 +225,7 @@ def _summarise(
         for key, count in record["repairs"].items():
             repairs[key] = repairs.get(key, 0) + count
     prompts = sorted({tuple(p) for r in records for p in r["prompts"]})
+    rubrics = sorted({tuple(p) for r in records for p in r.get("rubrics", ())})
     return {
         "schema": SCHEMA,
         "experiment": experiment.name,
@@ -246,5 +247,9 @@ def _summarise(
         "repairs": repairs,
         "degraded_queries": sum(1 for r in records if r["degraded"]),
         "prompts": [{"ref": ref, "sha256": sha} for ref, sha in prompts],
+        "rubrics": [{"ref": ref, "sha256": sha} for ref, sha in rubrics],
+        # the final order and each stage's own scores per query, for agreement and moved passages
+        "run": run,
+        "stage_scores": {r["qid"]: r["stage_scores"] for r in records if r.get("stage_scores")},
         "models": sorted({m for r in records for m in r["models"]}),
     }

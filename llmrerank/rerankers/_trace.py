@@ -15,7 +15,7 @@ __all__ = ["TraceWriter"]
 
 
 class TraceWriter:
-    """Appends what each request did (stage scores, final ids, prompts, models, tokens)."""
+    """Appends what each request did (stage scores, final ids, prompts, rubrics, models, tokens)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -34,6 +34,7 @@ class TraceWriter:
             "final_ids": ranking.ids(),
             "stages": ranking.to_dict()["stages"],
             "prompts": sorted({f"{c.prompt_ref} {c.prompt_sha256}" for c in ranking.calls}),
+            "rubrics": sorted({f"{c.rubric_ref} {c.rubric_sha256}" for c in ranking.calls if c.rubric_ref}),
             "models": sorted({f"{c.backend}:{c.model}" for c in ranking.calls}),
             "prompt_tokens": ranking.usage.prompt_tokens,
             "completion_tokens": ranking.usage.completion_tokens,

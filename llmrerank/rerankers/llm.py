@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from ..backends.base import Backend
@@ -14,7 +15,15 @@ from ..rubrics import DEFAULT_RUBRIC, Rubric
 from ..strategies import Strategy, make_strategy
 from ..strategies.base import PassageBudget, PlanContext, fit_to_context
 from ..strategies.plan import Outcome
-from ..types import CallRecord, Candidate, CandidateLike, Ranking, as_count, as_request
+from ..types import (
+    CallRecord,
+    Candidate,
+    CandidateLike,
+    RankedCandidate,
+    Ranking,
+    as_count,
+    as_request,
+)
 from .protocol import ranking_from_order
 
 __all__ = ["LLMReranker"]
@@ -43,7 +52,9 @@ class LLMReranker:
 
     Each item's ``stage_scores[name]`` is the strategy's score (a grade, wins, a fused
     score); strategies that only order (listwise without shuffles, setwise, pairwise
-    heapsort/sliding) score an item by its reciprocal rank, 1/position.
+    heapsort/sliding) score an item by its reciprocal rank, 1/position. What a strategy
+    reports beside the score is kept under ``name:detail`` (pointwise with logprobs:
+    ``llm:grade``, the grade answered, and ``llm:confidence``, its probability).
     """
 
     uses_llm = True
@@ -89,6 +100,7 @@ class LLMReranker:
             max_reasks=max_reasks,
             max_concurrency=max_concurrency,
             temperature=temperature,
+            rubric=self.rubric,
         )
 
     def __repr__(self) -> str:
@@ -140,9 +152,26 @@ class LLMReranker:
             repairs=_merge_repairs(outcome, calls),
             truncated=outcome.truncated,
         )
+        if outcome.details:
+            ranking = replace(ranking, items=tuple(self._with_details(ranking, candidates, outcome)))
         if ranking.repaired:
             logger.info("%s: model output was repaired: %s", self.name, dict(ranking.repairs))
         return ranking.trimmed(top_k)
+
+    def _with_details(
+        self, ranking: Ranking, candidates: list[Candidate], outcome: Outcome
+    ) -> list[RankedCandidate]:
+        index_of = {c.id: i for i, c in enumerate(candidates)}
+        items = []
+        for item in ranking.items:
+            index = index_of[item.id]
+            extra = {
+                f"{self.name}:{name}": values[index]
+                for name, values in outcome.details.items()
+                if index in values
+            }
+            items.append(replace(item, stage_scores={**item.stage_scores, **extra}))
+        return items
 
     def rerank(self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None) -> Ranking:
         query, items, top_k = as_request(query, candidates, top_k)

@@ -65,6 +65,8 @@ class BuiltPipeline:
     gate: BackendGate | None
     prompt_ref: str | None
     prompt_sha256: str | None
+    rubric_ref: str | None = None
+    rubric_sha256: str | None = None
 
 
 def _backend_of(llm: Reranker) -> Any:
@@ -163,14 +165,18 @@ class Pipelines:
             changes["rubric"] = self.config.rubrics[rubric]
         spec = spec.with_changes(**changes)
         gate = None
-        prompt_ref = prompt_sha = None
+        prompt_ref = prompt_sha = rubric_ref = rubric_sha = None
         if spec.llm is not None:
             llm = spec.build_llm(cache=self.cache)
             gate = self._gate_for(llm)
             loaded = getattr(llm, "prompt", None)
             prompt_ref, prompt_sha = getattr(loaded, "ref", None), getattr(loaded, "sha256", None)
             spec = spec.with_changes(llm=GatedLLM(llm, gate))
-        built = BuiltPipeline(name, spec, spec.build(cache=self.cache), gate, prompt_ref, prompt_sha)
+            used = getattr(llm, "rubric", None)
+            rubric_ref, rubric_sha = getattr(used, "ref", None), getattr(used, "sha256", None)
+        built = BuiltPipeline(
+            name, spec, spec.build(cache=self.cache), gate, prompt_ref, prompt_sha, rubric_ref, rubric_sha
+        )
         self._built[(name, prompt, rubric)] = built
         return built
 

@@ -126,6 +126,7 @@ def _meta(
         "tokens": {"prompt": usage.prompt_tokens, "completion": usage.completion_tokens},
         "cost_usd": sum(s.cost_usd for s in ranking.stages),
         "prompt": {"ref": built.prompt_ref, "sha256": built.prompt_sha256} if built.prompt_ref else None,
+        "rubric": {"ref": built.rubric_ref, "sha256": built.rubric_sha256} if built.rubric_ref else None,
     }
     if trace:
         meta["trace"] = ranking.to_dict()

@@ -40,12 +40,15 @@ class Outcome:
     """``order``: a full permutation of candidate indices, best first.
     ``scores``: the strategy's own score per candidate index (grades, win counts), if any.
     ``repairs``: what the strategy itself counted (e.g. inconsistent pairs); per-call output
-    repairs live on the call records and are added up by the reranker."""
+    repairs live on the call records and are added up by the reranker.
+    ``details``: further per-candidate values beside the score, by name (pointwise with
+    logprobs: the ``grade`` answered and its ``confidence``, the probability of that grade)."""
 
     order: Sequence[int]
     scores: Mapping[int, float] = field(default_factory=dict)
     repairs: Mapping[str, int] = field(default_factory=dict)
     truncated: int = 0
+    details: Mapping[str, Mapping[int, float]] = field(default_factory=dict)
 
 
 Plan = Generator[Sequence[LLMRequest], Sequence[Answer], Outcome]

@@ -2,7 +2,8 @@
 
 With ``use_logprobs=True`` and a backend that returns token log-probabilities, the score is
 the expected grade under the model's distribution over the grade tokens, which breaks the
-many ties a small integer scale leaves. Ties that remain keep the input order.
+many ties a small integer scale leaves; the grade answered and its probability are kept in
+the outcome's ``details`` (``grade``, ``confidence``). Ties that remain keep the input order.
 """
 
 from __future__ import annotations
@@ -15,11 +16,21 @@ from ..types import TokenLogprob
 from .base import PlanContext, Strategy
 from .plan import LLMRequest, Outcome, Plan
 
-__all__ = ["Pointwise", "expected_grade"]
+__all__ = ["Pointwise", "expected_grade", "grade_distribution"]
 
 
 def expected_grade(logprobs: Sequence[TokenLogprob] | None, grades: Sequence[int]) -> float | None:
     """Expected grade from the top log-probabilities at the token that carries the grade."""
+    distribution = grade_distribution(logprobs, grades)
+    if distribution is None:
+        return None
+    return sum(g * p for g, p in distribution.items())
+
+
+def grade_distribution(
+    logprobs: Sequence[TokenLogprob] | None, grades: Sequence[int]
+) -> dict[int, float] | None:
+    """Each grade's probability (normalised over the grades) at the token that carries the grade."""
     if not logprobs:
         return None
     allowed = {str(g) for g in grades}
@@ -33,7 +44,7 @@ def expected_grade(logprobs: Sequence[TokenLogprob] | None, grades: Sequence[int
                 probs[grade] = probs.get(grade, 0.0) + math.exp(logprob)
         total = sum(probs.values())
         if total > 0:
-            return sum(g * p for g, p in probs.items()) / total
+            return {g: p / total for g, p in probs.items()}
     return None
 
 
@@ -72,12 +83,16 @@ class Pointwise(Strategy):
             return Outcome(order=[], truncated=0)
         answers = yield requests
         scores: dict[int, float] = {}
+        answered: dict[int, float] = {}
+        confidence: dict[int, float] = {}
         for index, answer in enumerate(answers):
-            grade = float(answer.value)
+            scores[index] = float(answer.value)
             if self.use_logprobs:
-                expected = expected_grade(answer.logprobs, output.grades)
-                if expected is not None:
-                    grade = expected
-            scores[index] = grade
+                distribution = grade_distribution(answer.logprobs, output.grades)
+                if distribution is not None:
+                    scores[index] = sum(g * p for g, p in distribution.items())
+                    answered[index] = float(answer.value)
+                    confidence[index] = distribution.get(int(answer.value), 0.0)
         order = sorted(scores, key=lambda i: (-scores[i], i))
-        return Outcome(order=order, scores=scores, truncated=truncated)
+        details = {"grade": answered, "confidence": confidence} if answered else {}
+        return Outcome(order=order, scores=scores, truncated=truncated, details=details)

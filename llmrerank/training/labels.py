@@ -58,9 +58,8 @@ def normalise_query(text: str) -> str:
 
 
 def rubric_sha256(rubric: Rubric) -> str:
-    """sha256 of the rubric's canonical content (independent of its YAML formatting)."""
-    canonical = json.dumps(rubric.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    """sha256 of the rubric's canonical content: ``Rubric.sha256``, the one definition."""
+    return rubric.sha256
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:

@@ -138,7 +138,7 @@ def teacher_provenance(spec: PipelineSpec, reranker: Any) -> dict[str, Any]:
         "strategy_options": dict(spec.strategy_options),
         "prompt": reranker.prompt.ref,
         "prompt_sha256": reranker.prompt.sha256,
-        "rubric": rubric.name,
+        "rubric": rubric.ref,
         "rubric_sha256": rubric_sha256(rubric),
         "mapping": "grade" if strategy == "pointwise" else "position-bands",
         "scale": [rubric.min_grade, rubric.max_grade],
