@@ -31,10 +31,10 @@ import yaml
 
 from ._yaml import read_yaml_mapping
 from .errors import UserError
-from .rerankers.protocol import Reranker, ranking_from_order
+from .rerankers.protocol import FirstStage, Reranker
 from .rerankers.training_record import training_summary
 from .rubrics import Rubric, load_rubric
-from .types import CandidateLike, Ranking, as_count, as_request, as_seconds
+from .types import as_count, as_seconds
 
 if TYPE_CHECKING:
     from .cache import DiskCache
@@ -92,22 +92,6 @@ def stage_training(spec: StageLike) -> dict[str, Any] | None:
     if summary is None:
         return None
     return {"stage": spec if isinstance(spec, str) else getattr(spec, "name", "stage"), **summary}
-
-
-class FirstStage:
-    """Keeps the first-stage order: the pipeline with no stages, and every eval's baseline."""
-
-    uses_llm = False
-    name = "first-stage"
-
-    def rerank(self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None) -> Ranking:
-        query, items, top_k = as_request(query, candidates, top_k)
-        return ranking_from_order(query, items, stage=self.name).trimmed(top_k)
-
-    async def arerank(
-        self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None
-    ) -> Ranking:
-        return self.rerank(query, candidates, top_k=top_k)
 
 
 def _as_tuple(value: Any) -> tuple[Any, ...]:

@@ -27,9 +27,9 @@ from llmrerank import (
 )
 from llmrerank._concurrency import Limiter
 from llmrerank.backends import AnthropicBackend, OpenAIBackend
-from llmrerank.pipeline import FirstStage
 from llmrerank.rerankers.cross_encoder import CrossEncoderReranker
 from llmrerank.rerankers.dense import DenseReranker
+from llmrerank.rerankers.protocol import FirstStage
 from llmrerank.testing import FunctionBackend
 from llmrerank.types import CandidateLike, as_request
 

@@ -14,8 +14,7 @@ import yaml
 from llmrerank import PipelineSpec, UserError, hybrid
 from llmrerank.demo import run_demo
 from llmrerank.evaluation import evaluate, load_dataset, load_experiment, run_experiment
-from llmrerank.pipeline import FirstStage
-from llmrerank.rerankers.protocol import ranking_from_scores
+from llmrerank.rerankers.protocol import FirstStage, ranking_from_scores
 from llmrerank.types import CandidateLike, Ranking, as_candidates
 
 from .conftest import TrecQuery

@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from pathlib import PurePath
 from typing import Any
 
-from ..pipeline import FirstStage, PipelineSpec
+from ..pipeline import PipelineSpec
+from ..rerankers.protocol import FirstStage
 
 __all__ = ["FirstStage", "PipelineSpec", "expand_pipelines"]
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
-from ..types import CallRecord, Candidate, CandidateLike, RankedCandidate, Ranking
+from ..types import CallRecord, Candidate, CandidateLike, RankedCandidate, Ranking, as_request
 
-__all__ = ["Reranker", "ranking_from_order", "ranking_from_scores"]
+__all__ = ["FirstStage", "Reranker", "ranking_from_order", "ranking_from_scores"]
 
 
 @runtime_checkable
@@ -89,3 +89,19 @@ def ranking_from_order(
         repairs=dict(repairs or {}),
         truncated=truncated,
     )
+
+
+class FirstStage:
+    """Keeps the first-stage order: the pipeline with no stages, and every eval's baseline."""
+
+    uses_llm = False
+    name = "first-stage"
+
+    def rerank(self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None) -> Ranking:
+        query, items, top_k = as_request(query, candidates, top_k)
+        return ranking_from_order(query, items, stage=self.name).trimmed(top_k)
+
+    async def arerank(
+        self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None
+    ) -> Ranking:
+        return self.rerank(query, candidates, top_k=top_k)

@@ -24,7 +24,7 @@ from ..cache import DiskCache
 from ..errors import LLMRerankError, UserError
 from ..pipeline import PipelineSpec
 from ..rerankers.protocol import Reranker
-from ..rubrics import Rubric
+from ..rubrics import load_rubric
 from .config import Limits, ServiceConfig
 from .limits import BackendGate, GatedLLM
 
@@ -99,7 +99,7 @@ class Pipelines:
         pipeline that fails, or with ``allow_partial`` when none could be built."""
         for name, path in self.config.rubrics.items():
             try:
-                Rubric.load(path)
+                load_rubric(path)
             except Exception as exc:
                 raise StartupError({f"rubric {name!r}": _describe(exc)}) from exc
         for name in self.config.pipelines:
