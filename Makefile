@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# the CPU build of torch; an unpinned torch pulls several GB of CUDA wheels
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[local,onnx,llama,eval,serve,ray,dev]"
+	$(PY) -m pip install -q -e ".[local,train,onnx,llama,eval,serve,ray,dev]"
 	touch $@
 
 setup: $(VENV)/.installed

@@ -14,14 +14,17 @@ survivors in its earlier order, so an untrimmed result always holds every candid
 
 Stage specs: ``dense:[MODEL]`` and ``cross-encoder:[MODEL]`` (empty MODEL: the offline
 default), with options after ``?`` as in a URL: ``cross-encoder:?batch_size=16&device=cpu``.
+MODEL may be a folder ``llmrerank distill`` wrote; ``stage_training`` reads what it was
+trained on, and ``to_dict`` lists that under ``trained_on`` so results and reports name it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -40,13 +43,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_NARROW_TO",
+    "TRAINING_RECORD",
     "FirstStage",
     "PipelineSpec",
     "build_stage",
     "hybrid",
+    "stage_training",
 ]
 
 DEFAULT_NARROW_TO = 20
+TRAINING_RECORD = "llmrerank-training.json"
 
 StageLike = str | Reranker
 
@@ -78,6 +84,39 @@ def build_stage(spec: str, *, cache: DiskCache | None = None) -> Reranker:
     except TypeError as exc:
         raise UserError(f"stage {spec!r}: {exc}") from None
     raise UserError(f"unknown stage {spec!r}; use dense:[MODEL] or cross-encoder:[MODEL]")
+
+
+def stage_training(spec: StageLike) -> dict[str, Any] | None:
+    """For a stage spec whose model is a folder ``llmrerank distill`` wrote, a summary of
+    its training record: base model, labels file and sha256, teachers, counts, validation;
+    None for any other stage."""
+    if not isinstance(spec, str):
+        model = getattr(spec, "model_name", None)
+        if not isinstance(model, str):
+            return None
+    else:
+        _, model, _ = _stage_kind(spec)
+    path = Path(model).expanduser() / TRAINING_RECORD if model else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text("utf-8"))
+        labels = record["labels"]
+        return {
+            "stage": spec if isinstance(spec, str) else getattr(spec, "name", "stage"),
+            "base_model": record["base_model"],
+            "labels": labels["path"],
+            "labels_sha256": labels["sha256"],
+            "teachers": [
+                p.get("model") or p.get("dataset") or p.get("source", "?") for p in labels["provenance"]
+            ],
+            "queries": record["counts"]["queries"],
+            "pairs": record["counts"]["pairs"],
+            "validation_ndcg@10": record["validation"]["best"],
+            "eval_sets_checked": record["eval_sets"],
+        }
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{path} is not a readable training record: {exc}") from None
 
 
 class FirstStage:
@@ -162,7 +201,7 @@ class PipelineSpec:
         def label(value: StageLike | None) -> str | None:
             return value if value is None or isinstance(value, str) else value.name
 
-        return {
+        data: dict[str, Any] = {
             "name": self.name,
             "narrow_with": [label(s) for s in self.narrow_with],
             "narrow_to": list(self.keeps()),
@@ -173,6 +212,10 @@ class PipelineSpec:
             "rubric": self.rubric if not isinstance(self.rubric, Rubric) else self.rubric.name,
             "top_k": self.top_k,
         }
+        trained = [t for t in (stage_training(s) for s in self.narrow_with) if t is not None]
+        if trained:  # a distilled stage names its training labels
+            data["trained_on"] = trained
+        return data
 
     def with_changes(self, **changes: Any) -> PipelineSpec:
         return replace(self, **changes)

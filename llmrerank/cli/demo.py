@@ -19,7 +19,8 @@ __all__ = ["demo"]
     "--narrow-with",
     default="auto",
     show_default=True,
-    help="dense:[MODEL], cross-encoder:[MODEL], or auto: the local stage that scores best on the dataset.",
+    help="dense:[MODEL], cross-encoder:[MODEL] (MODEL may be a folder `llmrerank distill` wrote), "
+    "or auto: the local stage that scores best on the dataset.",
 )
 @click.option("--narrow-to", type=int, default=20, show_default=True)
 @click.option("--rubric", type=click.Path(exists=True, dir_okay=False))

@@ -44,6 +44,27 @@ def _rows(
     ]
 
 
+def _trained(results: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per distilled stage: which labels (file, sha256, teachers) it learnt from."""
+    lines = []
+    for result in results:
+        for stage in result["pipeline"].get("trained_on", []):
+            validation = stage.get("validation_ndcg@10")
+            lines.append(
+                f"{label(result)}: {stage['stage']} (base {stage['base_model']}) trained on "
+                f"{stage['labels']} (sha256 {stage['labels_sha256'][:12]}, {stage['queries']} queries, "
+                f"{stage['pairs']} pairs; teacher {', '.join(map(str, stage['teachers']))}"
+                + (f"; validation nDCG@10 {validation:.4f}" if validation is not None else "")
+                + (
+                    f"; checked against {', '.join(stage['eval_sets_checked'])}"
+                    if stage["eval_sets_checked"]
+                    else ""
+                )
+                + ")"
+            )
+    return lines
+
+
 def _deltas(comparisons: Sequence[Comparison], metric: str) -> list[dict[str, Any]]:
     out = []
     for comparison in comparisons:
@@ -96,6 +117,8 @@ def _markdown(context: dict[str, Any]) -> str:
         "| " + " | ".join([r["name"], *r["metrics"], *r["numbers"], r["prompt"]]) + " |"
         for r in context["rows"]
     ]
+    if context["trained"]:
+        lines += ["", "Distilled stages:", ""] + [f"- {line}" for line in context["trained"]]
     if context["deltas"]:
         lines += [
             "",
@@ -155,6 +178,7 @@ def write_report(
         "correction": correction,
         "header": ["run", *metrics, *_NUMBERS, "prompt"],
         "rows": _rows(results, comparisons, metrics),
+        "trained": _trained(results),
         "main_metric": metrics[0],
         "deltas": _deltas(comparisons, metrics[0]),
         "sweep_header": sweep_header,
