@@ -7,7 +7,8 @@
 #   evals/distill/run_loop.sh scifact       SciFact train labels -> evaluated on SciFact test
 # Labels, models and traces go to .cache/distill/SPLIT/ (not committed; each model folder holds
 # its MODEL_CARD.md and llmrerank-training.json). Training times go to the report folder.
-# STEPS="label distill eval report" (the default) picks the parts to run.
+# STEPS="label distill eval report" (the default) picks the parts to run; the three trainings
+# can run side by side: STEPS=distill-ce, STEPS=distill-dense, STEPS=distill-curve.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 LLMRERANK=${LLMRERANK:-.venv/bin/llmrerank}
@@ -56,14 +57,26 @@ if [[ " $STEPS " == *" label "* ]]; then
   done
 fi
 
-if [[ " $STEPS " == *" distill "* ]]; then
-  [ -f "$R/timings.md" ] || printf '| training run | wall seconds (2-core CPU, shared) |\n|---|---|\n' > "$R/timings.md"
-  rm -rf "$W/ce-${ALL}q" "$W/dense-${ALL}q"
+want() {  # is step $1 asked for? "distill" means its three parts
+  [[ " $STEPS " == *" $1 "* ]] || { [[ $1 == distill-* ]] && [[ " $STEPS " == *" distill "* ]]; }
+}
+[ -f "$R/timings.md" ] || printf '| training run | wall seconds (2-core CPU, shared) |\n|---|---|\n' > "$R/timings.md"
+
+# the three trainings are independent: STEPS="distill-ce", "distill-dense", "distill-curve" run one each
+if want distill-ce; then
+  rm -rf "$W/ce-${ALL}q"
   timed "cross-encoder, ${ALL} queries" "$LLMRERANK" distill "$W/labels-${ALL}q.jsonl" --stage cross-encoder: \
     --out "$W/ce-${ALL}q" --eval-set "$EVAL_SET" --eval-steps "$(half_epoch "$ALL")" "${CE_ARGS[@]}"
+fi
+if want distill-dense; then
+  rm -rf "$W/dense-${ALL}q"
+  # cached passage embeddings are keyed by the model's name (its folder): drop the old folder's
+  "$LLMRERANK" cache clear --cache-dir .cache/distill/eval-cache --namespace embeddings --yes
   timed "dense, ${ALL} queries" "$LLMRERANK" distill "$W/labels-${ALL}q.jsonl" --stage dense: \
     --out "$W/dense-${ALL}q" --eval-set "$EVAL_SET" --eval-steps "$(( ($(half_epoch "$ALL") * 100 + 31) / 32 ))" \
     "${DENSE_ARGS[@]}"
+fi
+if want distill-curve; then
   for n in $SIZES; do
     [ "$n" = "$ALL" ] && continue
     rm -rf "$W/ce-${n}q"
@@ -72,11 +85,15 @@ if [[ " $STEPS " == *" distill "* ]]; then
   done
 fi
 
-if [[ " $STEPS " == *" eval "* ]]; then
-  rm -rf "$R/results" "$R/cascade" "$W"/trace-*.jsonl
-  "$LLMRERANK" cache clear --cache-dir .cache/distill/eval-cache --yes
+# the cascades (their traces give the stage-alone figures and the routing counts) and the
+# learning curve's smaller students; STEPS=eval-cascade and STEPS=eval-curve run one each
+if want eval-cascade || [[ " $STEPS " == *" eval "* ]]; then
+  rm -rf "$R/results" "$W"/trace-*.jsonl
   "$LLMRERANK" eval run "evals/configs/distill-$SPLIT.yaml" --out "$R/results"
-  "$LLMRERANK" eval run "evals/configs/distill-$SPLIT-cascade.yaml" --out "$R/cascade"
+fi
+if want eval-curve || [[ " $STEPS " == *" eval "* ]]; then
+  rm -rf "$R/curve"
+  "$LLMRERANK" eval run "evals/configs/distill-$SPLIT-curve.yaml" --out "$R/curve"
 fi
 
 if [[ " $STEPS " == *" report "* ]]; then
