@@ -90,8 +90,10 @@ def stage_from_trace(trace: Path, dataset: str, depth: int) -> StageFromTrace:
         record = json.loads(line)
         qid = qid_of[record["query"]]
         stages = record["stage_scores"]
-        # the narrowing stage scored every candidate; routing reads its probability when it has one
-        stage = max((s for s in stages if not s.endswith(":prob")), key=lambda s: len(stages[s]))
+        # the narrowing stage: the first after the input (the first stage's scores) to score every
+        # candidate; routing reads its probability when it has one
+        scored = [s for s in stages if s != "input" and not s.endswith(":prob")]
+        stage = max(scored, key=lambda s: len(stages[s]))
         runs[qid] = stages[stage]
         ranked = sorted(stages.get(f"{stage}:prob", stages[stage]).values(), reverse=True)
         margins[qid] = ranked[0] - ranked[1] if len(ranked) >= 2 else float("-inf")
@@ -119,6 +121,22 @@ def routing_rows(stage: StageFromTrace, cascade: dict[str, Any]) -> list[dict[st
             }
         )
     return rows
+
+
+def not_run_note(split: str, lines: list[str]) -> list[str]:
+    """The closing note when some run is missing: what, and the command that makes it."""
+    if not any("not run" in line for line in lines):
+        return []
+    return [
+        "",
+        "## Not run",
+        "",
+        "The rows marked *not run* have no trained model or eval result yet: on the shared 2-core "
+        "machine these runs were made on, one LambdaLoss step (4 lists × 25 passages) took about "
+        "3 minutes, so the 54-query trainings could not finish in the time given. "
+        f"`STEPS='distill eval report' evals/distill/run_loop.sh {split}` makes them "
+        "(after `STEPS=label`, which takes a few minutes).",
+    ]
 
 
 def main(split: str) -> None:
@@ -269,6 +287,7 @@ def main(split: str) -> None:
         )
     if distilled_ce is None or not resolve(cascades[0]).exists():
         lines += ["", "## skip_margin routing with the distilled cross-encoder", "", missing]
+        lines += not_run_note(split, lines)
         (report_dir / "report.md").write_text("\n".join(lines) + "\n", "utf-8")
         print(report_dir / "report.md")
         return
@@ -302,6 +321,7 @@ def main(split: str) -> None:
         lines.append(
             f"| {goal} | {margin} | {best['calls']} | {total - best['calls']} | {best['ndcg@10']:.4f} |"
         )
+    lines += not_run_note(split, lines)
     (report_dir / "report.md").write_text("\n".join(lines) + "\n", "utf-8")
     (report_dir / "routing.json").write_text(json.dumps(rows, indent=1) + "\n", "utf-8")
     print(report_dir / "report.md")
