@@ -44,6 +44,7 @@ timed() {  # name, command...: runs it, appends the wall time to the report's ti
   local name=$1; shift
   local start=$SECONDS
   "$@"
+  [ -f "$R/timings.md" ] || printf '| training run | wall seconds (model loading and validation included) |\n|---|---|\n' > "$R/timings.md"
   printf '| %s | %d |\n' "$name" $((SECONDS - start)) >> "$R/timings.md"
 }
 
@@ -60,7 +61,6 @@ fi
 want() {  # is step $1 asked for? "distill" means its three parts
   [[ " $STEPS " == *" $1 "* ]] || { [[ $1 == distill-* ]] && [[ " $STEPS " == *" distill "* ]]; }
 }
-[ -f "$R/timings.md" ] || printf '| training run | wall seconds (2-core CPU, shared) |\n|---|---|\n' > "$R/timings.md"
 
 # the three trainings are independent: STEPS="distill-ce", "distill-dense", "distill-curve" run one each
 if want distill-ce; then
