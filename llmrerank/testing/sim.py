@@ -44,8 +44,8 @@ def _server(dataset: str, sigma: float, bias: float, delay_s: float) -> WireServ
 
 def _judge(dataset: str, **options: Any) -> SimulatedJudge:
     if dataset in TREC_FILES:
-        candidates, qrels = (asset(p) for p in TREC_FILES[dataset])
-        return SimulatedJudge.from_trec(candidates, qrels, **options)
+        candidates_path, qrels_path = (asset(p) for p in TREC_FILES[dataset])
+        return SimulatedJudge.from_trec(candidates_path, qrels_path, **options)
     if dataset in BEIR_SETS:
         # imported here: the eval harness builds pipelines, whose backends load this module
         from ..evaluation.datasets import beir_passages, beir_queries, read_qrels
