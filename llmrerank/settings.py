@@ -14,6 +14,7 @@ from .errors import UserError
 
 __all__ = [
     "ASSETS_ENV",
+    "BEIR_SETS",
     "CACHE_DIR_ENV",
     "DATASETS_ENV",
     "DEFAULT_CACHE_DIR",
@@ -39,6 +40,12 @@ TREC_FILES = {
         "datasets/trec-dl-2020-passage/candidates.bm25_top100.jsonl",
         "datasets/trec-dl-2020-passage/qrels.dl20-passage.txt",
     ),
+}
+
+# the offline BEIR sets: name -> (folder relative to the assets folder, qrels split)
+BEIR_SETS = {
+    "scifact": ("datasets/beir-scifact", "test"),
+    "scifact-train": ("datasets/beir-scifact", "train"),
 }
 
 

@@ -46,6 +46,15 @@ def test_scifact_loads_with_bm25_as_the_first_stage() -> None:
     assert scores == sorted(scores, reverse=True)  # type: ignore[type-var]
 
 
+def test_scifact_train_is_its_own_named_set_disjoint_from_the_test_split() -> None:
+    train = load_dataset("scifact-train", limit=3, depth=5)
+    test_qids = set(load_dataset("scifact", limit=1, depth=1).qrels)
+    assert train.name == "scifact-train"
+    assert len(train.queries) == 3
+    assert len(train.qrels) == 809
+    assert not set(train.qrels) & test_qids
+
+
 def test_the_project_golden_set_is_complete() -> None:
     golden = load_dataset("devkb")
     assert len(golden.queries) == 36

@@ -96,3 +96,34 @@ def test_sim_specs_name_sigma_and_bias() -> None:
     for bad in ("dl19@x", "dl19@1.0,tilt=2", "dl19@1.0,bias=2", "dl19@-1"):
         with pytest.raises(UserError, match="sim:"):
             parse_spec(bad)
+
+
+def test_binary_judgements_read_relevant_as_the_top_grade() -> None:
+    queries = {"q1": QUERY, "q2": "what is a drop"}
+    passages = {"d1": PASSAGES[0], "d2": PASSAGES[1], "d3": PASSAGES[2]}
+    judge = SimulatedJudge.from_judgements(queries, passages, {"q1": {"d1": 1}, "q2": {"d2": 1, "d3": 0}})
+    assert judge.relevance(QUERY, PASSAGES[0]) == 3
+    assert judge.relevance(QUERY, PASSAGES[1]) == 0  # judged for another query only
+    assert judge.relevance("what is a drop", PASSAGES[1]) == 3
+    graded = SimulatedJudge.from_judgements(queries, passages, {"q1": {"d1": 2, "d2": 1}})
+    assert (graded.relevance(QUERY, PASSAGES[0]), graded.relevance(QUERY, PASSAGES[1])) == (2, 1)
+
+
+def test_sim_scifact_judges_both_splits_from_the_beir_qrels() -> None:
+    from llmrerank.evaluation.datasets import beir_passages, beir_queries, read_qrels
+    from llmrerank.settings import asset
+    from llmrerank.testing import simulated_backend
+
+    folder = asset("datasets/beir-scifact")
+    queries, passages = beir_queries(folder), beir_passages(folder)
+    unrelated = passages["4983"]
+    for split in ("train", "test"):
+        qid, judged = next(iter(read_qrels(folder / "qrels" / f"{split}.tsv").items()))
+        relevant = passages[next(iter(judged))]
+        assert unrelated != relevant
+        with simulated_backend("scifact") as backend:
+            order = LLMReranker(backend, strategy="pointwise").rerank(queries[qid], [unrelated, relevant])
+        assert [c.text for c in order] == [relevant, unrelated]
+        assert [grade for c in order for grade in c.stage_scores.values()] == [3.0, 0.0]
+    with pytest.raises(UserError, match="scifact"):
+        simulated_backend("nfcorpus")

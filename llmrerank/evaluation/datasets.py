@@ -3,8 +3,8 @@
 Formats: the JSONL candidates format (``{"qid", "query", "candidates": [{"docid"|"id",
 "text", "bm25_score"|"score"}]}``) with TREC qrels; BEIR folders (corpus.jsonl,
 queries.jsonl, qrels/SPLIT.tsv) with BM25 (bm25s) as the first stage; TREC runs with a text
-source. Named sets: ``dl19``, ``dl20``, ``scifact`` (from the offline assets) and every
-folder under ``evals/datasets/`` (or ``LLMRERANK_DATASETS``).
+source. Named sets: ``dl19``, ``dl20``, ``scifact`` (its test split), ``scifact-train`` (from the
+offline assets) and every folder under ``evals/datasets/`` (or ``LLMRERANK_DATASETS``).
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import UserError
-from ..settings import TREC_FILES, asset, dataset_dirs
+from ..settings import BEIR_SETS, TREC_FILES, asset, dataset_dirs
 from ..types import Candidate
 
 __all__ = [
     "EvalQuery",
     "GoldenSet",
+    "beir_passages",
+    "beir_queries",
     "load_beir",
     "load_candidates_jsonl",
     "load_dataset",
@@ -106,6 +108,19 @@ def _read_jsonl(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
 
 
+def beir_passages(folder: str | Path) -> dict[str, str]:
+    """Doc id → passage text (``title text``) of a BEIR folder's corpus, as ``load_beir`` shows it."""
+    return {
+        str(doc["_id"]): f"{doc.get('title', '')} {doc['text']}".strip()
+        for doc in _read_jsonl(Path(folder) / "corpus.jsonl")
+    }
+
+
+def beir_queries(folder: str | Path) -> dict[str, str]:
+    """Query id → query text of a BEIR folder."""
+    return {str(q["_id"]): str(q["text"]) for q in _read_jsonl(Path(folder) / "queries.jsonl")}
+
+
 def load_beir(
     folder: str | Path, *, split: str = "test", depth: int = 100, name: str | None = None
 ) -> GoldenSet:
@@ -113,11 +128,10 @@ def load_beir(
     import bm25s
 
     root = Path(folder)
-    corpus = _read_jsonl(root / "corpus.jsonl")
-    ids = [str(doc["_id"]) for doc in corpus]
-    texts = [f"{doc.get('title', '')} {doc['text']}".strip() for doc in corpus]
+    passages = beir_passages(root)
+    ids, texts = list(passages), list(passages.values())
     qrels = read_qrels(root / "qrels" / f"{split}.tsv")
-    queries = {str(q["_id"]): str(q["text"]) for q in _read_jsonl(root / "queries.jsonl")}
+    queries = beir_queries(root)
     wanted = [qid for qid in qrels if qid in queries]
     retriever = bm25s.BM25()
     retriever.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
@@ -171,19 +185,21 @@ def _read_tsv_pairs(path: Path) -> dict[str, str]:
 
 
 def load_dataset(spec: str, *, limit: int | None = None, depth: int | None = None) -> GoldenSet:
-    """``dl19``, ``dl20``, ``scifact``, a folder under ``evals/datasets/``, or a folder path
-    holding ``candidates.jsonl`` and ``qrels.txt``."""
+    """``dl19``, ``dl20``, ``scifact``, ``scifact-train``, a folder under ``evals/datasets/``, or a
+    folder path holding ``candidates.jsonl`` and ``qrels.txt``."""
     if spec in TREC_FILES:
         candidates, qrels = (asset(p) for p in TREC_FILES[spec])
         golden = load_candidates_jsonl(candidates, qrels, name=spec, rel_threshold=2)
-    elif spec == "scifact":
-        golden = load_beir(asset("datasets/beir-scifact"), depth=depth or 100, name="scifact")
+    elif spec in BEIR_SETS:
+        folder_name, split = BEIR_SETS[spec]
+        golden = load_beir(asset(folder_name), split=split, depth=depth or 100, name=spec)
     else:
         named = [d / spec for d in dataset_dirs() if (d / spec).is_dir()]
         folder = named[0] if named else Path(spec)
         if not (folder / "candidates.jsonl").is_file():
             known = sorted({p.name for d in dataset_dirs() if d.is_dir() for p in d.iterdir() if p.is_dir()})
-            raise UserError(f"unknown dataset {spec!r}; use dl19, dl20, scifact, {known} or a folder")
+            named_sets = ", ".join([*TREC_FILES, *BEIR_SETS])
+            raise UserError(f"unknown dataset {spec!r}; use {named_sets}, {known} or a folder")
         meta_path = folder / "dataset.json"
         meta = json.loads(meta_path.read_text("utf-8")) if meta_path.exists() else {}
         golden = load_candidates_jsonl(

@@ -90,6 +90,31 @@ class SimulatedJudge:
                 labels[(record["query"], candidate["text"])] = rel
         return cls(labels, **options)
 
+    @classmethod
+    def from_judgements(
+        cls,
+        queries: Mapping[str, str],
+        passages: Mapping[str, str],
+        qrels: Mapping[str, Mapping[str, int]],
+        **options: Any,
+    ) -> SimulatedJudge:
+        """From query and passage texts by id and qrels (query id → doc id → grade), as BEIR
+        sets give them; unjudged pairs read as 0. Binary qrels (every grade 0 or 1) read
+        "relevant" as the top of the judge's scale (``max_label``), so ``sigma`` means the
+        same noise, in grades, as on a graded set: with 1 as the only relevant grade, a
+        0–3 judge at sigma 1 could hardly tell a relevant passage from the other ninety-nine."""
+        grades = [grade for judged in qrels.values() for grade in judged.values()]
+        top = int(options.get("max_label", 3))
+        scale = top if grades and max(grades) == 1 else 1
+        labels: dict[tuple[str, str], int] = {}
+        for qid, judged in qrels.items():
+            if qid not in queries:
+                continue
+            for docid, grade in judged.items():
+                if grade > 0 and docid in passages:
+                    labels[(queries[qid], passages[docid])] = grade * scale
+        return cls(labels, **options)
+
     def relevance(self, query: str, passage: str) -> int:
         key, text = " ".join(query.split()), normalise(passage)
         exact = self._index.get((key, text))
