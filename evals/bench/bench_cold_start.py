@@ -11,6 +11,10 @@ function pays it on every start:
    to the first ``200`` from ``/readyz`` (polled every 10 ms), then one ``/v1/rerank``
    request (the same query) and a SIGTERM.
 
+The CLI's CPU seconds (user + system, all threads) are recorded beside its wall time: on a
+shared machine they move far less than wall time. Two processes that only import (the
+package and its CLI; then also numpy, onnxruntime and tokenizers) split that time.
+
 Every process also reports which heavy modules it imported (the CLI through an ``atexit``
 hook; the service through the shared libraries mapped in ``/proc/PID/maps``, read before
 it is stopped). ``--checkout NAME=PATH`` (repeatable) times another checkout of the
@@ -27,6 +31,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import signal
 import socket
 import statistics
@@ -50,6 +55,12 @@ CLI = (
     "from llmrerank.cli import main\n"
     "main()\n"
 )
+# processes that only import, to split the CLI's time: the package and its CLI, then also
+# what the ONNX path adds
+PROBES = {
+    "llmrerank.cli": "llmrerank.cli",
+    "llmrerank.cli + numpy, onnxruntime, tokenizers": "llmrerank.cli, numpy, onnxruntime, tokenizers",
+}
 # a shared library each heavy package maps when it is imported
 HEAVY_LIBRARIES = {"torch": "libtorch_cpu", "onnx": "onnx_cpp2py_export"}
 
@@ -130,7 +141,21 @@ def set_up(checkout: Checkout, request: Path) -> dict[str, Any]:
     return summary
 
 
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def import_probe(checkout: Checkout, modules: str) -> dict[str, float]:
+    """Wall and CPU seconds of a process that only imports ``modules``."""
+    cpu = children_cpu_s()
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", f"import {modules}"], env=checkout.env, check=True)
+    return {"wall_s": round(time.perf_counter() - started, 3), "cpu_s": round(children_cpu_s() - cpu, 3)}
+
+
 def cli_rerank(checkout: Checkout, request: Path) -> dict[str, Any]:
+    cpu = children_cpu_s()
     started = time.perf_counter()
     done = checkout.cli(
         "rerank", "--narrow-with", "dense:", "--cache-dir", str(checkout.cache_dir), "-i", str(request)
@@ -141,6 +166,7 @@ def cli_rerank(checkout: Checkout, request: Path) -> dict[str, Any]:
     ranking = json.loads(done.stdout)
     return {
         "wall_s": round(wall, 3),
+        "cpu_s": round(children_cpu_s() - cpu, 3),
         "heavy_imported": heavy_from_stderr(done.stderr),
         "top10": [item["id"] for item in ranking["ranking"][:10]],
     }
@@ -284,11 +310,16 @@ def main() -> None:
 
     cli_runs: dict[str, list[dict[str, Any]]] = {c.name: [] for c in checkouts}
     serve_runs: dict[str, list[dict[str, Any]]] = {c.name: [] for c in checkouts}
+    probes: dict[str, dict[str, list[dict[str, float]]]] = {
+        c.name: {k: [] for k in PROBES} for c in checkouts
+    }
     loads: list[list[float]] = []
     for run in range(args.runs):
         for checkout in checkouts:  # interleaved: load from other jobs hits every checkout alike
             loads.append(load_average())
             cli_runs[checkout.name].append(cli_rerank(checkout, request))
+            for label, modules in PROBES.items():
+                probes[checkout.name][label].append(import_probe(checkout, modules))
             if not args.skip_serve:
                 serve_runs[checkout.name].append(serve_ready(checkout, query, args.ready_timeout))
             print(
@@ -311,10 +342,18 @@ def main() -> None:
         runs = cli_runs[checkout.name]
         entry["cli_rerank"] = {
             "wall_s": summarise([r["wall_s"] for r in runs]),
+            "cpu_s": summarise([r["cpu_s"] for r in runs]),
             "runs_s": [r["wall_s"] for r in runs],
             "heavy_imported": sorted({m for r in runs for m in r["heavy_imported"]}),
             "top10": runs[0]["top10"],
             "same_top10_every_run": all(r["top10"] == runs[0]["top10"] for r in runs),
+        }
+        entry["imports_alone"] = {
+            label: {
+                "wall_s": summarise([r["wall_s"] for r in runs_of]),
+                "cpu_s": summarise([r["cpu_s"] for r in runs_of]),
+            }
+            for label, runs_of in probes[checkout.name].items()
         }
         if serve_runs[checkout.name]:
             served = serve_runs[checkout.name]
