@@ -124,3 +124,9 @@ def dl19_judge_server() -> Iterator[WireServer]:
 def judge_backend(dl19_judge_server: WireServer) -> Iterator[Backend]:
     with OpenAIBackend("judge", base_url=dl19_judge_server.openai_base_url) as backend:
         yield backend
+
+
+@pytest.fixture(scope="session")
+def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One ONNX export cache for the session: each offline model is exported once."""
+    return tmp_path_factory.mktemp("onnx-exports")

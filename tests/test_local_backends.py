@@ -23,11 +23,6 @@ from .conftest import TrecQuery
 DL19 = tuple[list[TrecQuery], dict[str, dict[str, int]]]
 
 
-@pytest.fixture(scope="session")
-def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("onnx-exports")
-
-
 @pytest.fixture(scope="module")
 def torch_stages() -> tuple[DenseReranker, CrossEncoderReranker]:
     return DenseReranker(device="cpu", backend="torch"), CrossEncoderReranker(device="cpu", backend="torch")
@@ -48,21 +43,27 @@ def passages(dl19: DL19, count: int = 16) -> tuple[str, list[str]]:
     return query.query, [c["text"] for c in query.candidates[:count]]
 
 
+@pytest.mark.parametrize("query_index", [0, 7, 21])
 def test_onnx_scores_match_torch(
     dl19: DL19,
+    query_index: int,
     torch_stages: tuple[DenseReranker, CrossEncoderReranker],
     onnx_dense: DenseReranker,
     onnx_cross_encoder: CrossEncoderReranker,
 ) -> None:
-    query, texts = passages(dl19)
-    torch_dense, torch_cross_encoder = torch_stages
-    np.testing.assert_allclose(onnx_dense.score(query, texts), torch_dense.score(query, texts), atol=1e-4)
-    np.testing.assert_allclose(
-        onnx_cross_encoder.score(query, texts), torch_cross_encoder.score(query, texts), atol=1e-3
-    )
+    query = dl19[0][query_index]
+    texts = [c["text"] for c in query.candidates[:16]]
+    stages: list[tuple[DenseReranker | CrossEncoderReranker, DenseReranker | CrossEncoderReranker]] = [
+        (onnx_dense, torch_stages[0]),
+        (onnx_cross_encoder, torch_stages[1]),
+    ]
+    for onnx_stage, torch_stage in stages:
+        np.testing.assert_allclose(
+            onnx_stage.score(query.query, texts), torch_stage.score(query.query, texts), atol=1e-4
+        )
+        assert onnx_stage.rerank(query.query, texts).ids() == torch_stage.rerank(query.query, texts).ids()
     assert onnx_dense.backend_in_use == onnx_cross_encoder.backend_in_use == "onnx"
-    ranking = onnx_cross_encoder.rerank(query, texts)
-    assert ranking.ids() == torch_cross_encoder.rerank(query, texts).ids()
+    assert isinstance(onnx_dense.model, _onnx.OnnxEncoder)
 
 
 def test_int8_cross_encoder_stays_close_to_torch(
@@ -95,6 +96,67 @@ def test_export_is_cached_by_content_hash(
     assert sorted(p.name for p in export_dir.iterdir()) == before
     source = Path(onnx_dense.model_name)
     assert any(name.startswith(_onnx.content_hash(source)) for name in before)
+
+
+def linked_copy(source: Path, target: Path) -> Path:
+    """``source``'s files as symlinks under ``target`` (a checkpoint to edit cheaply)."""
+    for file in source.rglob("*"):
+        if file.is_file():
+            (target / file.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
+            (target / file.relative_to(source)).symlink_to(file)
+    return target
+
+
+def test_dense_onnx_normalises_a_model_without_a_normalize_module(
+    dl19: DL19, export_dir: Path, torch_stages: tuple[DenseReranker, CrossEncoderReranker], tmp_path: Path
+) -> None:
+    source = Path(torch_stages[0].model_name)
+    folder = linked_copy(source, tmp_path / "no-normalize")
+    modules = json.loads((source / "modules.json").read_text())
+    (folder / "modules.json").unlink()
+    (folder / "modules.json").write_text(
+        json.dumps([m for m in modules if not m["type"].endswith("Normalize")])
+    )
+    query, texts = passages(dl19, 8)
+    on_torch = DenseReranker(str(folder), device="cpu", backend="torch")
+    on_onnx = DenseReranker(str(folder), device="cpu", backend="onnx", onnx_cache_dir=export_dir)
+    np.testing.assert_allclose(on_onnx.score(query, texts), on_torch.score(query, texts), atol=1e-4)
+    assert np.linalg.norm(on_onnx.embed_passages(texts), axis=1) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_an_export_keeps_the_models_own_max_length(tmp_path: Path) -> None:
+    short = CrossEncoderReranker(device="cpu", backend="onnx", max_length=32, onnx_cache_dir=tmp_path)
+    assert short.effective_max_length == 32
+    default = CrossEncoderReranker(device="cpu", backend="onnx", onnx_cache_dir=tmp_path)
+    assert default.effective_max_length == 128
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith("-none-v2")] == [
+        f"{_onnx.content_hash(Path(default.model_name))}-none-v2"
+    ]
+
+
+def test_checkpoint_hash_is_remembered_until_a_file_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkpoint = tmp_path / "model"
+    (checkpoint / "1_Pooling").mkdir(parents=True)
+    (checkpoint / "config.json").write_text("{}")
+    (checkpoint / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": true}')
+    memo = tmp_path / "exports"
+    first = _onnx.checkpoint_hash(checkpoint, memo)
+    assert first == _onnx.content_hash(checkpoint)
+    hashed = _onnx.content_hash
+
+    def no_rehash(model_dir: Path) -> str:
+        raise AssertionError("read the checkpoint again")
+
+    monkeypatch.setattr(_onnx, "content_hash", no_rehash)
+    assert _onnx.checkpoint_hash(checkpoint, memo) == first
+    (checkpoint / "config.json").write_text('{"changed": 1}')
+    monkeypatch.setattr(_onnx, "content_hash", hashed)
+    changed = _onnx.checkpoint_hash(checkpoint, memo)
+    assert changed == hashed(checkpoint) != first
+    (checkpoint / "extra.txt").write_text("x")
+    assert _onnx.checkpoint_hash(checkpoint, memo) == hashed(checkpoint) != changed
 
 
 def test_content_hash_changes_with_the_checkpoint(tmp_path: Path) -> None:

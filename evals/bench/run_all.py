@@ -20,6 +20,7 @@ BENCHMARKS = [
     "bench_serve.py",
     "bench_batch.py",
     "bench_ray.py",
+    "bench_cold_start.py",
 ]
 
 

@@ -4,13 +4,20 @@ the chosen device and backend, and the ``rerank``/``arerank`` verbs.
 Backends: ``torch`` (sentence-transformers; the reference, and the choice on a GPU) and
 ``onnx`` (ONNX Runtime on CPU, optionally with int8 weights; see ``_onnx``). ``auto`` picks
 torch on CUDA or MPS, else ONNX when its extra is installed, else torch.
+
+Cold start: torch and sentence-transformers take seconds to import, so the ONNX path never
+imports them once its export is cached, and ``device="auto"`` asks torch about a GPU only
+on a host that could have one (see ``accelerator_possible``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
+import os
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -36,9 +43,26 @@ def import_sentence_transformers() -> Any:
     return sentence_transformers
 
 
+# device nodes of the GPUs torch can use on Linux: NVIDIA (CUDA), AMD (ROCm), WSL2 (CUDA)
+_LINUX_GPU_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
+
+
+def accelerator_possible() -> bool:
+    """False when torch could not find a CUDA or MPS device here, decided without importing
+    torch: torch is not installed, or the host is Linux with none of the device nodes a GPU
+    driver creates. Elsewhere (macOS, Windows) only torch can tell, so True."""
+    if importlib.util.find_spec("torch") is None:
+        return False
+    if sys.platform.startswith("linux"):
+        return any(os.path.exists(node) for node in _LINUX_GPU_NODES)
+    return True
+
+
 def resolve_device(device: str) -> str:
     if device != "auto":
         return device
+    if not accelerator_possible():
+        return "cpu"
     import torch
 
     if torch.cuda.is_available():
@@ -54,11 +78,7 @@ def resolve_backend(backend: str, device: str) -> str:
         return backend
     if device != "cpu":
         return "torch"
-    try:
-        _onnx.import_onnxruntime()
-    except UserError:
-        return "torch"
-    return "onnx"
+    return "onnx" if _onnx.onnx_installed() else "torch"
 
 
 @contextlib.contextmanager
@@ -144,7 +164,7 @@ class EncoderStage:
         if quantize != "none" and backend == "torch":
             raise UserError("quantize applies to backend=onnx only")
         if backend == "onnx":
-            _onnx.import_onnxruntime()  # a missing extra fails at construction, not mid-query
+            _onnx.require_onnx()  # a missing extra fails at construction, not mid-query
         self.model_name = model_name
         self.device = device
         self.batch_size = as_count(batch_size, "batch_size")
@@ -163,6 +183,8 @@ class EncoderStage:
         return f"{type(self).__name__}({self.model_name!r}, device={self.device!r}, backend={self.backend!r})"
 
     def _load(self, sentence_transformers: Any, device: str) -> Any:
+        """The sentence-transformers model; for an ONNX export (``backend_in_use == "onnx"``)
+        with the model's own max length, since one export serves every configured length."""
         raise NotImplementedError
 
     def _torch_run(self, model: Any, inputs: Sequence[_onnx.TextInput]) -> Any:
@@ -178,10 +200,10 @@ class EncoderStage:
         device = resolve_device(self.device)
         backend = resolve_backend(self.backend, device)
         self.backend_in_use = backend
-        sentence_transformers = import_sentence_transformers()
         if backend == "onnx":
 
-            def load_source() -> Any:
+            def load_source() -> Any:  # only to export: a cached export needs no torch
+                sentence_transformers = import_sentence_transformers()
                 with quiet_loading():
                     return self._load(sentence_transformers, "cpu")
 
@@ -199,6 +221,7 @@ class EncoderStage:
                 max_batch_tokens=self.max_batch_tokens,
                 batch_size=self.batch_size,
             )
+        sentence_transformers = import_sentence_transformers()
         if self.threads:
             import torch
 

@@ -86,7 +86,8 @@ class CrossEncoderReranker(EncoderStage):
         self.max_length = max_length
 
     def _load(self, sentence_transformers: Any, device: str) -> Any:
-        return sentence_transformers.CrossEncoder(self.model_name, device=device, max_length=self.max_length)
+        max_length = self.max_length if self.backend_in_use == "torch" else None
+        return sentence_transformers.CrossEncoder(self.model_name, device=device, max_length=max_length)
 
     def _configured_max_length(self) -> int | None:
         return self.max_length

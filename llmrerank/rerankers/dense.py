@@ -125,7 +125,15 @@ class DenseReranker(EncoderStage):
         )
 
     def _encode(self, texts: list[str]) -> Any:
-        return self.model.run(texts)
+        """L2-normalised embeddings: the torch path normalises in ``encode``; an ONNX graph
+        normalises only when the model has a ``Normalize`` module, so normalise here."""
+        import numpy as np
+
+        vectors = np.asarray(self.model.run(texts), dtype=np.float32)
+        if vectors.ndim != 2:  # no texts
+            return np.zeros((0, 0), dtype=np.float32)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.maximum(norms, 1e-12)
 
     def _key(self, text: str) -> str:
         material = f"{self.model_name}\x00{self.passage_prefix}\x00{self.model.max_seq_length}\x00{text}"
