@@ -89,7 +89,7 @@ def _run(ranking: Ranking) -> dict[str, float]:
 
 
 # backend "auto": ONNX Runtime fp32 on a CPU when llmrerank[onnx] is installed (the same
-# nDCG@10 as torch, 2-3x faster here; see evals/bench/README.md), torch on a GPU
+# nDCG@10 as torch, and starts without importing torch; see evals/bench/README.md), torch on a GPU
 LOCAL_STAGES = ("dense:", "cross-encoder:")
 
 
