@@ -29,6 +29,7 @@ from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 from ._quoting import choose_boundary, quoted_strings
+from ._versioned import find_versions
 from .errors import PromptError
 
 __all__ = [
@@ -192,16 +193,9 @@ class PromptLibrary:
         self._loaded: dict[str, Prompt] = {}
 
     def _versions(self, key: str) -> tuple[Path, dict[int, Path]]:
-        for root in self.roots:
-            folder = root / key
-            if folder.is_dir():
-                versions = {}
-                for file in folder.iterdir():
-                    match = _VERSION_FILE.match(file.name)
-                    if match:
-                        versions[int(match["version"])] = file
-                if versions:
-                    return root, versions
+        found = find_versions(self.roots, key, _VERSION_FILE)
+        if found is not None:
+            return found
         raise PromptError(
             f"no prompt {key!r} in {[str(r) for r in self.roots]}; known: {', '.join(self.keys()) or 'none'}"
         )

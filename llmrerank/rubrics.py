@@ -46,6 +46,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ._versioned import find_versions
 from .errors import RubricError
 
 __all__ = [
@@ -194,16 +195,9 @@ class RubricLibrary:
         self.roots = [Path(p).expanduser() for p in search_path] + _default_roots()
 
     def _versions(self, name: str) -> tuple[Path, dict[int, Path]]:
-        for root in self.roots:
-            folder = root / name
-            if folder.is_dir():
-                versions = {}
-                for file in folder.iterdir():
-                    match = _VERSION_FILE.match(file.name)
-                    if match:
-                        versions[int(match["version"])] = file
-                if versions:
-                    return root, versions
+        found = find_versions(self.roots, name, _VERSION_FILE)
+        if found is not None:
+            return found
         known = ", ".join(self.names()) or "none"
         raise RubricError(f"no rubric {name!r} in {[str(r) for r in self.roots]}; known: {known}")
 

@@ -1,4 +1,5 @@
-"""The strategy options as ``rerank`` flags, each belonging to one strategy."""
+"""The LLM stage's options as flags (``rerank``, ``label``): the model, the strategy and its
+options, each belonging to one strategy, the prompt and the rubric."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Callable
 
 import click
 
-__all__ = ["STRATEGY_FLAGS", "strategy_option_flags"]
+__all__ = ["STRATEGY_FLAGS", "llm_stage_flags", "strategy_option_flags"]
 
 
 # flag parameter -> (the strategy it belongs to, its option name)
@@ -49,6 +50,35 @@ def strategy_option_flags(command: Callable[..., None]) -> Callable[..., None]:
             help="pairwise: how comparisons are chosen [heapsort].",
         ),
         click.option("--set-size", type=click.IntRange(min=2), help="setwise: passages shown per call [4]."),
+    ]
+    for flag in reversed(flags):
+        command = flag(command)
+    return command
+
+
+RUBRIC_HELP = "Rubric: a ref (support-kb@1) or a YAML path."
+
+
+def llm_stage_flags(command: Callable[..., None]) -> Callable[..., None]:
+    """--model/-m, --base-url, --strategy/-s with its options, --prompt/-p, --rubric/-r."""
+    flags: list[Callable[[Callable[..., None]], Callable[..., None]]] = [
+        click.option(
+            "--model",
+            "-m",
+            help="openai:MODEL, anthropic:MODEL, local:[PATH.gguf], or sim:DATASET[@SIGMA] (a simulated "
+            "judge on a golden set, e.g. sim:dl19: works offline, no key).",
+        ),
+        click.option("--base-url", help="An OpenAI- or Anthropic-compatible server."),
+        click.option(
+            "--strategy",
+            "-s",
+            default="pointwise",
+            show_default=True,
+            type=click.Choice(["pointwise", "listwise", "pairwise", "setwise"]),
+        ),
+        strategy_option_flags,
+        click.option("--prompt", "-p", help="Prompt ref, e.g. pointwise/relevance@1 (default: newest)."),
+        click.option("--rubric", "-r", help=RUBRIC_HELP),
     ]
     for flag in reversed(flags):
         command = flag(command)

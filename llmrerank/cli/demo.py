@@ -23,7 +23,7 @@ __all__ = ["demo"]
     "or auto: the local stage that scores best on the dataset.",
 )
 @click.option("--narrow-to", type=int, default=20, show_default=True)
-@click.option("--rubric", type=click.Path(exists=True, dir_okay=False))
+@click.option("--rubric", help="A rubric ref (support-kb@1) or YAML path.")
 @click.option("--cache-dir", type=click.Path(file_okay=False))
 def demo(
     dataset: str,

@@ -16,7 +16,7 @@ from ..rerankers.protocol import Reranker
 from ..retry import RetryPolicy
 from ..types import as_query
 from ._app import DEFAULT_CACHE_DIR, main, open_cache
-from ._strategy_flags import STRATEGY_FLAGS, strategy_option_flags
+from ._strategy_flags import STRATEGY_FLAGS, llm_stage_flags
 
 __all__ = ["InputLineError", "rerank", "rerank_lines", "spec_from_flags"]
 
@@ -166,23 +166,7 @@ Examples:
     type=click.Path(exists=True, dir_okay=False),
     help="A pipeline spec (YAML); the flags below override its fields.",
 )
-@click.option(
-    "--model",
-    "-m",
-    help="openai:MODEL, anthropic:MODEL, local:[PATH.gguf], or sim:DATASET (a simulated judge "
-    "on a golden set, e.g. sim:dl19: works offline, no key).",
-)
-@click.option("--base-url", help="An OpenAI- or Anthropic-compatible server.")
-@click.option(
-    "--strategy",
-    "-s",
-    default="pointwise",
-    show_default=True,
-    type=click.Choice(["pointwise", "listwise", "pairwise", "setwise"]),
-)
-@strategy_option_flags
-@click.option("--prompt", "-p", help="Prompt ref, e.g. pointwise/relevance@1 (default: newest).")
-@click.option("--rubric", "-r", type=click.Path(exists=True, dir_okay=False), help="Rubric YAML.")
+@llm_stage_flags
 @click.option("--top-k", "-k", type=click.IntRange(min=1), help="Keep only the first K of each ranking.")
 @click.option("--input", "-i", "input_file", type=click.File("rb"), default="-", help="JSONL input.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help=f"Default {DEFAULT_CACHE_DIR}.")

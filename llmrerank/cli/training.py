@@ -8,7 +8,7 @@ import click
 
 from ..errors import UserError
 from ._app import DEFAULT_CACHE_DIR, main, open_cache
-from ._strategy_flags import strategy_option_flags
+from ._strategy_flags import llm_stage_flags
 from .rerank import spec_from_flags
 
 __all__ = ["distill_command", "label_command"]
@@ -39,20 +39,7 @@ Examples:
 @click.option("--depth", type=int, help="With --dataset: the first N candidates of each query.")
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Labels JSONL (appended).")
 @click.option("--pipeline", type=click.Path(exists=True, dir_okay=False), help="Its LLM stage labels.")
-@click.option(
-    "--model", "-m", help="openai:MODEL, anthropic:MODEL, local:[PATH.gguf] or sim:DATASET[@SIGMA]."
-)
-@click.option("--base-url", help="An OpenAI- or Anthropic-compatible server.")
-@click.option(
-    "--strategy",
-    "-s",
-    default="pointwise",
-    show_default=True,
-    type=click.Choice(["pointwise", "listwise", "pairwise", "setwise"]),
-)
-@strategy_option_flags
-@click.option("--prompt", "-p", help="Prompt ref (default: the strategy's newest).")
-@click.option("--rubric", "-r", type=click.Path(exists=True, dir_okay=False), help="Rubric YAML.")
+@llm_stage_flags
 @click.option("--max-concurrency", type=int, default=8, show_default=True)
 @click.option("--qrels", type=click.Path(exists=True, dir_okay=False), help="Convert INPUT with these qrels.")
 @click.option("--from-qrels", is_flag=True, help="With --dataset: its own judgements are the labels.")
