@@ -123,6 +123,7 @@ class FaultServer(LoopbackServer):
 def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
     class _Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        left = False  # this request's reply is on its way (set per request)
 
         def setup(self) -> None:
             super().setup()
@@ -142,7 +143,15 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
 
         def _send(self, status: int, body: bytes, content_type: str, headers: Mapping[str, str] = {}) -> None:
             self._head(status, len(body), content_type, headers)
+            # answered once the whole reply is on its way: the client may read it and send its
+            # next request before this thread is scheduled again, and that must not count twice
+            self._leave()
             self.wfile.write(body)
+
+        def _leave(self) -> None:
+            if not self.left:
+                self.left = True
+                server._left()
 
         def _reset(self) -> None:
             # SO_LINGER 0: close sends a TCP RST instead of an orderly FIN
@@ -160,13 +169,14 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
                 body=json.loads(raw or b"{}"),
                 headers={k.lower(): v for k, v in self.headers.items()},
             )
+            self.left = False
             server._arrived(request)
             try:
                 self._answer(request, server.handler(request))
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True
             finally:
-                server._left()
+                self._leave()
 
         def _answer(self, request: WireRequest, response: FaultResponse) -> None:
             if isinstance(response, Hang):
