@@ -176,7 +176,7 @@ def test_label_writes_the_judges_grades_with_provenance(sim_labels: tuple[Path, 
     assert provenance["strategy"] == "pointwise"
     assert provenance["prompt"].startswith("pointwise/relevance@")
     assert len(provenance["prompt_sha256"]) == len(provenance["rubric_sha256"]) == 64
-    assert provenance["rubric"] == "general-relevance"
+    assert provenance["rubric"] == "general-relevance@1"  # the rubric ref: name@version
     assert provenance["mapping"] == "grade"
 
 
@@ -339,7 +339,7 @@ def test_a_distilled_cross_encoder_has_a_model_card_and_a_training_record(
         str(labels),
         record_["labels"]["sha256"],
         "teacher: `sim:dl20@1.0`, pointwise",
-        "rubric `general-relevance`",
+        "rubric `general-relevance@1`",
         "3 (2 train, 1 validation, split by query)",
         "learning_rate: 5e-05",
         "evaluation sets checked for overlap (none found): dl19",
