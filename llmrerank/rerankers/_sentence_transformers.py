@@ -13,17 +13,17 @@ on a host that could have one (see ``accelerator_possible``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.util
 import logging
 import os
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .._quiet import quiet_loading
 from ..errors import UserError
 from ..types import Candidate, CandidateLike, Ranking, as_count, as_request
 from . import _onnx
@@ -79,23 +79,6 @@ def resolve_backend(backend: str, device: str) -> str:
     if device != "cpu":
         return "torch"
     return "onnx" if _onnx.onnx_installed() else "torch"
-
-
-@contextlib.contextmanager
-def quiet_loading() -> Iterator[None]:
-    """No "Loading weights" progress bar from transformers on the caller's terminal."""
-    try:
-        from transformers.utils import logging as hf_logging
-    except ImportError:
-        yield
-        return
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 class TorchRuntime:

@@ -26,8 +26,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from .._quiet import quiet_loading
 from ..errors import UserError
-from ..rerankers._sentence_transformers import quiet_loading
 from ..rerankers.training_record import TRAINING_RECORD
 from .labels import LabelledQuery, file_sha256, group_by_query, normalise_query, read_labels
 from .rows import TrainSettings
