@@ -12,6 +12,10 @@ without one, the language decides:
   ``/v1/rerank`` request.
 * ``yaml`` (``load``): loaded by what reads it: a rubric, an experiment, a service config
   or a pipeline spec.
+* ``file NAME``: a YAML block loaded as above and written as NAME for the page's ``run`` blocks.
+* ``run``: every ``llmrerank`` command of the block runs, in order, in a fresh folder holding
+  the page's ``file`` blocks, and must exit 0 (so models are ``sim:`` judges there).
+* ``error-tree``: the drawn tree is ``llmrerank.errors``' class tree, every class in it.
 * ``output PATH``: every line but ``...`` is a line of the committed file PATH.
 * ``tokens-in PATH``: every word of the block is in PATH.
 * ``covered-by TEST``: another test runs the block (it needs a real local LLM, or runs a
@@ -84,16 +88,13 @@ BLOCKS = [block for page in PAGES for block in page_blocks(page)]
 
 
 @pytest.fixture
-def wire_env(
-    dl19_judge_server: WireServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[None]:
+def wire_env(dl19_judge_server: WireServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_BASE_URL", dl19_judge_server.openai_base_url)
     monkeypatch.setenv("ANTHROPIC_BASE_URL", dl19_judge_server.anthropic_base_url)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.chdir(ROOT)
-    yield
 
 
 def run_python(block: Block) -> None:
@@ -102,14 +103,21 @@ def run_python(block: Block) -> None:
 
 
 def command_lines(code: str) -> Iterator[list[str]]:
+    pending = ""
     for line in code.replace("\\\n", " ").splitlines():
-        words = shlex.split(line, comments=True)
+        pending += line + "\n"
+        try:
+            words = shlex.split(pending, comments=True)
+        except ValueError:  # a quoted argument goes on over the next line
+            continue
+        pending = ""
         while words and re.fullmatch(r"[A-Z_]+=.*", words[0]):  # VAR=value before a command
             words.pop(0)
         if "<" in words:  # stdin from a file
             words = words[: words.index("<")]
         if words:
             yield words
+    assert not pending, f"unclosed quote: {pending}"
 
 
 def makefile_targets() -> set[str]:
@@ -146,7 +154,8 @@ def check_command(words: list[str]) -> None:
 
         RerankRequest.model_validate(body)
     else:
-        assert "/" in program and (ROOT / program).is_file(), f"unknown command {program!r}"
+        assert "/" in program, f"unknown command {program!r}"
+        assert (ROOT / program).is_file(), program
 
 
 def load_yaml_block(block: Block, tmp_path: Path) -> None:
@@ -172,6 +181,40 @@ def load_yaml_block(block: Block, tmp_path: Path) -> None:
         PipelineSpec.from_dict(raw)
 
 
+def run_commands(block: Block, folder: Path, request: pytest.FixtureRequest) -> None:
+    request.getfixturevalue("monkeypatch").chdir(folder)
+    for other in page_blocks(block.page):
+        if other.mode == "file":
+            (folder / other.arg).write_text(other.code, "utf-8")
+    for words in command_lines(block.code):
+        assert words[0] == "llmrerank", shlex.join(words)
+        result = CliRunner().invoke(main, words[1:], catch_exceptions=False)
+        assert result.exit_code == 0, f"{shlex.join(words)}\n{result.output}"
+
+
+def check_error_tree(drawing: str) -> None:
+    from llmrerank import errors
+
+    parents: list[str] = []
+    drawn = []
+    for line in drawing.splitlines():
+        match = re.match(r"^([│├└─ ]*)(\w+)", line)
+        assert match is not None, line
+        depth = len(match.group(1)) // 4
+        name = match.group(2)
+        parents[depth:] = [name]
+        cls = getattr(errors, name)
+        if depth:
+            assert cls.__bases__ == (getattr(errors, parents[depth - 1]),), line
+        drawn.append(name)
+    defined = [
+        name
+        for name, value in vars(errors).items()
+        if isinstance(value, type) and issubclass(value, errors.LLMRerankError)
+    ]
+    assert sorted(drawn) == sorted(defined)
+
+
 def committed_lines(block: Block) -> tuple[list[str], list[str]]:
     source = (ROOT / block.arg).read_text("utf-8")
     wanted = [line for line in block.code.splitlines() if line.strip() and line.strip() != "..."]
@@ -189,8 +232,12 @@ def test_code_block(block: Block, request: pytest.FixtureRequest, tmp_path: Path
         assert commands, "no command in the block"
         for words in commands:
             check_command(words)
-    elif block.mode == "load":
+    elif block.mode in ("load", "file"):
         load_yaml_block(block, tmp_path)
+    elif block.mode == "run":
+        run_commands(block, tmp_path, request)
+    elif block.mode == "error-tree":
+        check_error_tree(block.code)
     elif block.mode == "output":
         wanted, lines = committed_lines(block)
         assert [line for line in wanted if line not in lines] == []
