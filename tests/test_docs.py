@@ -15,6 +15,7 @@ without one, the language decides:
 * ``file NAME``: a YAML block loaded as above and written as NAME for the page's ``run`` blocks.
 * ``run``: every ``llmrerank`` command of the block runs, in order, in a fresh folder holding
   the page's ``file`` blocks, and must exit 0 (so models are ``sim:`` judges there).
+* ``figure``: a drawing; every module it names (``name.py``, ``folder/``) is in the package.
 * ``error-tree``: the drawn tree is ``llmrerank.errors``' class tree, every class in it.
 * ``output PATH``: every line but ``...`` is a line of the committed file PATH.
 * ``tokens-in PATH``: every word of the block is in PATH.
@@ -192,6 +193,14 @@ def run_commands(block: Block, folder: Path, request: pytest.FixtureRequest) -> 
         assert result.exit_code == 0, f"{shlex.join(words)}\n{result.output}"
 
 
+def check_figure(drawing: str) -> None:
+    named = re.findall(r"[\w/]+\.py|\b\w+/(?=[\s)])", drawing)
+    assert named, "a figure that names no module"
+    package = ROOT / "llmrerank"
+    missing = [name for name in named if not any(package.glob(f"**/{name.rstrip('/')}"))]
+    assert missing == []
+
+
 def check_error_tree(drawing: str) -> None:
     from llmrerank import errors
 
@@ -236,6 +245,8 @@ def test_code_block(block: Block, request: pytest.FixtureRequest, tmp_path: Path
         load_yaml_block(block, tmp_path)
     elif block.mode == "run":
         run_commands(block, tmp_path, request)
+    elif block.mode == "figure":
+        check_figure(block.code)
     elif block.mode == "error-tree":
         check_error_tree(block.code)
     elif block.mode == "output":
