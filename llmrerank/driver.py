@@ -234,16 +234,22 @@ class Driver:
         key = self.key(request)
         return key, self._from_cache(request, key, started)
 
-    def exchange(self, request: LLMRequest, key: str, attempts: list[int]) -> Exchange:
+    def exchange(self, request: LLMRequest, key: str, attempts: list[int] | None = None) -> Exchange:
         """The conversation about one request the cache missed, as a flow (see
         ``llmrerank.stepping``): it yields the ``BackendRequest`` to send and is sent the
         ``BackendReply``; an invalid reply is sent back with its validation error (at most
         ``max_reasks`` times); it returns the ``Answer`` and caches the valid reply under
-        ``key``. Whoever sends counts each attempt in ``attempts[0]`` (the ``RetryPolicy``
-        does); the record shows it. Throw in the ``LLMRerankError`` a send failed with for
-        good: it leaves again carrying the call's paid replies (``calls``), as does the
-        ``ParseError`` raised when no reply is valid. Latency counts from the first step."""
+        ``key``. Throw in the ``LLMRerankError`` a send failed with for good: it leaves again
+        carrying the call's paid replies (``calls``), as does the ``ParseError`` raised when
+        no reply is valid.
+
+        The record's ``attempts`` counts one per reply, or what the sender counts in
+        ``attempts[0]`` when it passes a counter (the ``RetryPolicy`` also counts the tries
+        that failed). Its latency runs from the first step, not from ``lookup``: time spent
+        queued is not latency."""
         started = time.perf_counter()
+        counts_replies = attempts is None
+        attempts = [0] if attempts is None else attempts
         messages = request.rendered.messages()
         usage = Usage()
         answered = 0
@@ -254,6 +260,8 @@ class Driver:
                 self._charge(exc, request, key, usage, answered, attempts[0], started)
                 raise
             answered += 1
+            if counts_replies:
+                attempts[0] += 1
             usage = usage + reply.usage
             try:
                 parsed = request.output.parse(reply.text)

@@ -21,14 +21,15 @@ sync client, an async client, a provider batch or a test steps the same generato
 that cannot answer in a loop (batch mode gathers the questions of many flows, sends them in
 one provider batch and answers them when the batch is back) holds a ``Stepper`` per flow::
 
-    stepper = Stepper(driver.exchange(request, key, attempts))
+    stepper = Stepper(driver.exchange(request, key))
     outgoing = stepper.question          # a BackendRequest to put in the next batch
     ...
     stepper.send(reply)                  # or stepper.throw(error)
     if stepper.finished:
         answer = stepper.result
 
-``Stepper`` is the only place that calls a flow's ``send`` and ``throw``.
+``Stepper`` holds the stepping itself (starting a flow, ``send``, ``throw``, reading what it
+returned), so no driver writes that loop again.
 """
 
 from __future__ import annotations

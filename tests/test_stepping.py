@@ -114,10 +114,8 @@ def by_hand(llm: LLMReranker, query: str, items: list[Candidate]) -> tuple[Ranki
         for request in plan.question:
             key, hit = llm.driver.lookup(request)
             if hit is None:
-                attempts = [0]
-                exchange = Stepper(llm.driver.exchange(request, key, attempts))
+                exchange = Stepper(llm.driver.exchange(request, key))
                 while not exchange.finished:
-                    attempts[0] += 1
                     exchange.send(llm.backend.complete(exchange.question))
                 hit = exchange.result
                 reasks += hit.record.reasks
@@ -146,13 +144,12 @@ def test_an_exchange_that_never_parses_raises_with_its_paid_replies() -> None:
     (request,) = Stepper(llm.plan("q", as_candidates(["one"]))).question
     key, hit = llm.driver.lookup(request)
     assert hit is None
-    attempts = [0]
-    exchange = Stepper(llm.driver.exchange(request, key, attempts))
+    exchange = Stepper(llm.driver.exchange(request, key))
     exchange.send(llm.backend.complete(exchange.question))
     with pytest.raises(ParseError) as raised:
         exchange.send(llm.backend.complete(exchange.question))
     (paid,) = raised.value.calls
-    assert (paid.reasks, paid.usage.total_tokens) == (1, 4)
+    assert (paid.reasks, paid.attempts, paid.usage.total_tokens) == (1, 2, 4)
 
 
 def test_a_cascade_walked_by_hand_asks_each_stage_in_turn() -> None:

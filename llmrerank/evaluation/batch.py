@@ -57,7 +57,6 @@ class _Ask:
     index: int
     key: str
     exchange: Stepper[BackendRequest, BackendReply, Answer]
-    attempts: list[int]
     failures: int = 0
     # replies this ask paid for; one that only shared another ask's reply is a cache hit
     paid: int = 0
@@ -154,9 +153,8 @@ class _Lockstep:
                 if hit is not None:
                     job.answers[index] = hit
                     continue
-                attempts = [0]
-                exchange = Stepper(job.llm.driver.exchange(request, key, attempts))
-                job.asks.append(_Ask(job, index, key, exchange, attempts))
+                exchange = Stepper(job.llm.driver.exchange(request, key))
+                job.asks.append(_Ask(job, index, key, exchange))
             if job.asks or not self._finish_round(job):
                 return
 
@@ -198,7 +196,6 @@ class _Lockstep:
                     error.calls = ()  # any reply it had was another ask's, paid there
                 self._fail(job, error)
             return
-        ask.attempts[0] += 1
         if shared:
             outcome = replace(outcome, usage=Usage())
         else:
