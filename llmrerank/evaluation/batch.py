@@ -69,6 +69,7 @@ class _Job:
     started: float
     llm: LLMReranker | None = None
     inputs: list[Candidate] = field(default_factory=list)
+    top_k: int | None = None  # what the cascade asks of the LLM stage, as online
     plan: Stepper[Sequence[LLMRequest], Sequence[Answer], Outcome] | None = None
     answers: list[Answer | None] = field(default_factory=list)
     plan_round: int = 0
@@ -115,6 +116,7 @@ class _Lockstep:
                     walk.throw(exc)
                     continue
                 job.llm, job.inputs, job.calls, job.plan_round = turn.stage.reranker, turn.inputs, [], 0
+                job.top_k = turn.stage.asked_top_k
                 job.plan = Stepper(plan)
                 if self._plan_asks(job):
                     self._start_round(job)
@@ -134,7 +136,7 @@ class _Lockstep:
         assert job.plan is not None
         if not job.plan.finished:
             return True
-        ranking = job.llm.ranking(job.query.query, job.inputs, job.plan.result, job.calls)
+        ranking = job.llm.ranking(job.query.query, job.inputs, job.plan.result, job.calls, job.top_k)
         job.plan = None
         self._advance_walk(job, ranking)
         return False
