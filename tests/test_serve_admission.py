@@ -26,7 +26,12 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess
     config = {
         "default": "dense-sim",
         "pipelines": {
-            "dense-sim": {"narrow_with": ["dense:"], "narrow_to": 5, "llm": "sim:dl19", "strategy": "pointwise"}
+            "dense-sim": {
+                "narrow_with": ["dense:"],
+                "narrow_to": 5,
+                "llm": "sim:dl19",
+                "strategy": "pointwise",
+            }
         },
         # one local stage at a time, one more request waiting: the rest of a burst is refused
         "limits": {"deadline_s": 30, "local_concurrency": 1, "local_queue": 1},

@@ -58,6 +58,10 @@ class WorkerReadiness:
         self._ready_here = True
         if self.directory is not None:
             (self.directory / str(os.getpid())).write_text("ready\n")
+            for marker in self.directory.iterdir():  # workers that died without cleaning up
+                if marker.name.isdigit() and not _alive(int(marker.name)):
+                    with contextlib.suppress(OSError):
+                        marker.unlink()
 
     def unmark(self) -> None:
         self._ready_here = False
