@@ -9,7 +9,6 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -86,5 +85,6 @@ def test_readyz_is_200_only_when_every_worker_is_ready(service: ServiceProcess, 
         assert answers[-1][0] == 200, answers[-1]
 
         after = answers[-1][1]["workers"]["ready"]
-        assert len(after) == 2 and victim not in after
+        assert len(after) == 2
+        assert victim not in after
         _every_request_succeeds(http, body)
