@@ -25,8 +25,9 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-from ..errors import LLMRerankError, StageTimeoutError
+from ..errors import BackendError, LLMRerankError, StageTimeoutError
 from ..rerankers.protocol import Reranker
+from ..retry import retried_failures
 from ..types import CandidateLike, Ranking
 
 __all__ = [
@@ -156,7 +157,12 @@ class GatedLLM:
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining <= 0:
             raise StageTimeoutError("the request deadline passed before the LLM stage")
-        task = asyncio.ensure_future(self._gated(query, candidates, top_k))
+        failures: list[BackendError] = []
+        token = retried_failures.set(failures)  # the stage's task runs in a copy of this context
+        try:
+            task = asyncio.ensure_future(self._gated(query, candidates, top_k))
+        finally:
+            retried_failures.reset(token)
         try:
             done, _ = await asyncio.wait({task}, timeout=remaining)
         except asyncio.CancelledError:  # the request itself was cancelled (client gone, shutdown)
@@ -167,6 +173,12 @@ class GatedLLM:
             # finishes in the background instead of delaying the response
             task.cancel()
             task.add_done_callback(_consume)
+            if failures:  # the LLM failed and was being retried: that is the reason, not the clock
+                first = failures[0]
+                raise StageTimeoutError(
+                    f"the LLM failed ({type(first).__name__}: {first}); "
+                    "retrying it ran past the request deadline"
+                )
             raise StageTimeoutError(f"request deadline reached ({remaining:.2f}s left for the LLM)")
         return task.result()
 
