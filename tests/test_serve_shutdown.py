@@ -1,6 +1,6 @@
 """A graceful shutdown of a real ``llmrerank serve`` with requests in flight: a dense-first
 cascade whose LLM hangs, a burst of concurrent clients, SIGTERM while they wait. Every
-client gets a JSON answer (a degraded ``200`` at the deadline, or a ``429``/``503`` with
+client gets a JSON answer (a degraded ``200`` at the deadline, or a ``503`` with
 ``Retry-After``), never the server's plain-text ``500``, and every answer is in the access
 log with the status the client saw."""
 
@@ -54,7 +54,9 @@ def test_sigterm_answers_every_in_flight_request_with_json(
                 "call_timeout_s": 60,
             }
         },
-        "limits": {"deadline_s": DEADLINE_S},
+        # every client is admitted: all of them are in flight at SIGTERM, most still waiting
+        # for a CPU slot
+        "limits": {"deadline_s": DEADLINE_S, "local_queue": CLIENTS},
     }
     query = dl19[0][3]
     body = {"query": query.query, "documents": [c["text"] for c in query.candidates[:100]]}
@@ -88,7 +90,7 @@ def test_sigterm_answers_every_in_flight_request_with_json(
     assert not failures, failures
     assert len(responses) == CLIENTS
     statuses = {rid: r.status_code for rid, r in responses.items()}
-    assert set(statuses.values()) <= {200, 429, 503}, statuses
+    assert set(statuses.values()) <= {200, 503}, statuses
     for response in responses.values():
         assert response.headers["content-type"] == "application/json", response.text
         answer = response.json()
