@@ -247,9 +247,7 @@ class GatedLocal:
             raise StageTimeoutError(
                 f"request deadline reached while the {self.name} stage waited for a CPU slot"
             )
-        raise StageTimeoutError(
-            f"request deadline reached during the {self.name} stage ({remaining:.2f}s left)"
-        )
+        raise StageTimeoutError(f"request deadline reached during the {self.name} stage")
 
 
 def _consume(task: asyncio.Future[Ranking]) -> None:
