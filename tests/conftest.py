@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,6 +88,23 @@ class TrecQuery:
     qid: str
     query: str
     candidates: list[dict[str, str]]
+
+
+def dense_sim_service(**limits: object) -> dict[str, Any]:
+    """A service config with one pipeline: the dense stage narrows to 5, the simulated DL19
+    judge grades them; ``limits`` as given."""
+    return {
+        "default": "dense-sim",
+        "pipelines": {
+            "dense-sim": {
+                "narrow_with": ["dense:"],
+                "narrow_to": 5,
+                "llm": "sim:dl19",
+                "strategy": "pointwise",
+            }
+        },
+        "limits": limits,
+    }
 
 
 def load_trec(name: str) -> tuple[list[TrecQuery], dict[str, dict[str, int]]]:

@@ -13,7 +13,7 @@ import pytest
 
 from llmrerank.serve.process import ServiceProcess
 
-from .conftest import TrecQuery
+from .conftest import TrecQuery, dense_sim_service
 
 Dl19 = tuple[list[TrecQuery], dict[str, dict[str, int]]]
 CLIENTS = 12
@@ -22,19 +22,8 @@ CLIENTS = 12
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     workdir = tmp_path_factory.mktemp("serve-admission")
-    config = {
-        "default": "dense-sim",
-        "pipelines": {
-            "dense-sim": {
-                "narrow_with": ["dense:"],
-                "narrow_to": 5,
-                "llm": "sim:dl19",
-                "strategy": "pointwise",
-            }
-        },
-        # one local stage at a time, one more request waiting: the rest of a burst is refused
-        "limits": {"deadline_s": 30, "local_concurrency": 1, "local_queue": 1},
-    }
+    # one local stage at a time, one more request waiting: the rest of a burst is refused
+    config = dense_sim_service(deadline_s=30, local_concurrency=1, local_queue=1)
     with ServiceProcess(config, workdir) as running:
         yield running
 

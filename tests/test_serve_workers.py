@@ -16,7 +16,7 @@ import pytest
 
 from llmrerank.serve.process import ServiceProcess
 
-from .conftest import TrecQuery
+from .conftest import TrecQuery, dense_sim_service
 
 Dl19 = tuple[list[TrecQuery], dict[str, dict[str, int]]]
 WAIT_S = 120.0
@@ -25,18 +25,7 @@ WAIT_S = 120.0
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     workdir = tmp_path_factory.mktemp("serve-workers")
-    config = {
-        "default": "dense-sim",
-        "pipelines": {
-            "dense-sim": {
-                "narrow_with": ["dense:"],
-                "narrow_to": 5,
-                "llm": "sim:dl19",
-                "strategy": "pointwise",
-            }
-        },
-        "limits": {"deadline_s": 30},
-    }
+    config = dense_sim_service(deadline_s=30)
     with ServiceProcess(config, workdir, workers=2) as running:
         yield running
 
