@@ -23,7 +23,8 @@ from llmrerank.evaluation import (
     run_experiment,
     write_report,
 )
-from llmrerank.evaluation.pipelines import PipelineSpec, expand_pipelines
+from llmrerank.evaluation.pipelines import expand_pipelines
+from llmrerank.pipeline import PipelineSpec
 from llmrerank.prompts import builtin_prompts_dir
 from llmrerank.rerankers.protocol import ranking_from_order
 from llmrerank.types import CandidateLike, Ranking, as_candidates

@@ -1,8 +1,9 @@
-"""The package's imports point one way, and its public API is pinned."""
+"""The package's imports point one way, without circles, and its public API is pinned."""
 
 from __future__ import annotations
 
 import ast
+import graphlib
 from pathlib import Path
 
 import llmrerank
@@ -25,28 +26,90 @@ FORBIDDEN = [
 ]
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+def module_name(path: Path, package: Path = PACKAGE) -> str:
+    parts = path.relative_to(package.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _imported_from(path: Path, node: ast.ImportFrom, package: Path) -> str:
+    """The module named by ``from ... import``, with relative levels resolved."""
+    if not node.level:
+        return node.module or ""
+    name = module_name(path, package)
+    base = (name if path.name == "__init__.py" else name.rsplit(".", 1)[0]).split(".")
+    base = base[: len(base) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def imports_of(path: Path) -> set[str]:
-    name = module_name(path)
-    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text("utf-8"))):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - node.level + 1]
-                stem = ".".join(base + ([node.module] if node.module else []))
-            else:
-                stem = node.module or ""
+            stem = _imported_from(path, node, PACKAGE)
             found.add(stem)
             found.update(f"{stem}.{alias.name}" for alias in node.names)
     return found
+
+
+class _RunningImports(ast.NodeVisitor):
+    """Every import statement that can run: at module level and inside functions or classes
+    (a deferred import closes a circle all the same), but not under ``if TYPE_CHECKING:``
+    (annotations only: never executed, so they cannot form a circle at run time)."""
+
+    def __init__(self) -> None:
+        self.found: list[ast.Import | ast.ImportFrom] = []
+
+    def visit_If(self, node: ast.If) -> None:
+        test = node.test
+        if (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+            isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+        ):
+            for child in node.orelse:
+                self.visit(child)
+        else:
+            self.generic_visit(node)
+
+    def visit_Import(self, node: ast.Import) -> None:
+        self.found.append(node)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        self.found.append(node)
+
+
+def import_graph(package: Path) -> dict[str, set[str]]:
+    """Module -> the modules of ``package`` it imports. ``from pkg import name`` points at
+    ``pkg.name`` when that is a module, else at ``pkg``. A parent package that an import
+    initialises on the way is not an edge (Python finishes a package's own imports first)."""
+    paths = {module_name(path, package): path for path in package.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        visitor = _RunningImports()
+        visitor.visit(ast.parse(path.read_text("utf-8")))
+        targets: set[str] = set()
+        for node in visitor.found:
+            if isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names if alias.name in paths)
+                continue
+            stem = _imported_from(path, node, package)
+            for alias in node.names:
+                if f"{stem}.{alias.name}" in paths:
+                    targets.add(f"{stem}.{alias.name}")
+                elif stem in paths:
+                    targets.add(stem)
+        graph[name] = targets - {name}
+    return graph
+
+
+def import_circle(package: Path) -> list[str] | None:
+    """One circle of imports in ``package`` (a strongly connected component of more than one
+    module in its import graph has one), or None."""
+    try:
+        graphlib.TopologicalSorter(import_graph(package)).prepare()
+    except graphlib.CycleError as circle:
+        return list(circle.args[1])
+    return None
 
 
 def test_no_import_points_the_wrong_way() -> None:
@@ -58,6 +121,36 @@ def test_no_import_points_the_wrong_way() -> None:
                 if (importer == low or importer.startswith(low + ".")) and target.startswith(high):
                     reverse.append(f"{importer} imports {target}")
     assert not reverse, reverse
+
+
+def test_no_import_circle() -> None:
+    circle = import_circle(PACKAGE)
+    assert circle is None, " -> ".join(circle or ())
+
+
+def test_an_import_circle_is_found_even_when_deferred(tmp_path: Path) -> None:
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    for path, text in {
+        "__init__.py": "from . import a\n",
+        "a.py": "from .sub import b\n",
+        "sub/__init__.py": "",
+        "sub/b.py": "def later() -> None:\n    from ..a import name\n",
+        "c.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import d\n",
+        "d.py": "import pkg.c\n",
+    }.items():
+        (package / path).write_text(text)
+    assert import_graph(package) == {
+        "pkg": {"pkg.a"},
+        "pkg.a": {"pkg.sub.b"},
+        "pkg.sub": set(),
+        "pkg.sub.b": {"pkg.a"},
+        "pkg.c": set(),
+        "pkg.d": {"pkg.c"},
+    }
+    assert set(import_circle(package) or ()) == {"pkg.a", "pkg.sub.b"}
+    (package / "sub/b.py").write_text("")
+    assert import_circle(package) is None
 
 
 def test_value_types_import_only_the_error_tree() -> None:
