@@ -11,9 +11,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from llmrerank import BudgetError
 from llmrerank.cli import main
-from llmrerank.errors import UserError
+from llmrerank.errors import BudgetError, UserError
 from llmrerank.evaluation import (
     compare_results,
     evaluate,

@@ -7,6 +7,7 @@ import graphlib
 from pathlib import Path
 
 import llmrerank
+from llmrerank import errors
 
 PACKAGE = Path(llmrerank.__file__).parent
 
@@ -172,67 +173,70 @@ def test_no_repository_path_in_the_wheel() -> None:
 
 
 def test_the_public_api_is_pinned() -> None:
+    # what an application imports; the rest lives in its own module (llmrerank.errors, ...)
     assert sorted(llmrerank.__all__) == sorted(
         [
             "DEFAULT_RUBRIC",
-            "Backend",
             "BackendError",
-            "BackendTimeoutError",
-            "BudgetError",
-            "CacheError",
-            "CacheMode",
-            "CallCancelledError",
             "CallRecord",
             "Candidate",
-            "CandidateError",
             "Cascade",
             "CrossEncoderReranker",
             "DenseReranker",
             "DiskCache",
-            "Endpoint",
             "Grade",
             "LLMRerankError",
             "LLMReranker",
-            "Listwise",
-            "LocalServerError",
-            "MalformedReplyError",
-            "Pairwise",
             "ParseError",
             "PipelineSpec",
-            "Pointwise",
-            "Prompt",
-            "PromptError",
-            "PromptLibrary",
             "RankedCandidate",
             "Ranking",
-            "RateLimitError",
-            "Reranker",
-            "RetryPolicy",
             "Rubric",
-            "RubricError",
-            "Setwise",
             "Stage",
             "StageReport",
-            "StageTimeoutError",
-            "Strategy",
-            "TerminalBackendError",
-            "TransientBackendError",
             "Usage",
             "UserError",
-            "as_candidates",
-            "as_request",
             "hybrid",
             "list_prompts",
             "load_prompt",
             "make_backend",
-            "make_strategy",
-            "ranking_from_order",
-            "ranking_from_scores",
-            "register_backend",
         ]
     )
     for name in llmrerank.__all__:
         assert getattr(llmrerank, name) is not None
+    # the package imports only what it exports: no second, unlisted home for a name
+    imported = {
+        alias.asname or alias.name
+        for node in ast.parse((PACKAGE / "__init__.py").read_text("utf-8")).body
+        if isinstance(node, ast.ImportFrom) and node.module != "__future__"
+        for alias in node.names
+    }
+    assert imported == set(llmrerank.__all__)
+
+
+# errors of the service and the CLI, caught there and turned into an HTTP status, a failed
+# start or an exit code: no library caller meets them, so they stay beside their one use
+INTERNAL_ERRORS = {
+    "llmrerank.serve.limits.QueueFull",  # a full backend queue: 429
+    "llmrerank.serve.pipelines.StartupError",  # a pipeline that cannot be built: no start
+    "llmrerank.serve.pipelines.PipelineUnavailableError",  # a request for it: 400
+    "llmrerank.cli.rerank.InputLineError",  # a bad input line: exit 2 or 1
+}
+
+
+def test_every_error_is_in_the_error_tree_module() -> None:
+    raised = {
+        name
+        for name, value in vars(errors).items()
+        if isinstance(value, type) and issubclass(value, errors.LLMRerankError)
+    }
+    assert raised == set(errors.__all__)
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if isinstance(node, ast.ClassDef) and path.name != "errors.py":
+                bases = {b.id for b in node.bases if isinstance(b, ast.Name)}
+                where = f"{module_name(path)}.{node.name}"
+                assert where in INTERNAL_ERRORS or not bases & raised, f"{where} subclasses {bases & raised}"
 
 
 def test_every_module_stays_small_or_says_why() -> None:
