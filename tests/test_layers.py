@@ -24,6 +24,13 @@ FORBIDDEN = [
     ("llmrerank.rerankers", "llmrerank.cli"),
     ("llmrerank.driver", "llmrerank.rerankers"),
     ("llmrerank.pipeline", "llmrerank.evaluation"),
+    # the evaluation wing: the runner calls its executors, which know only the records
+    ("llmrerank.evaluation.records", "llmrerank.evaluation"),
+    ("llmrerank.evaluation.batch", "llmrerank.evaluation.runner"),
+    ("llmrerank.evaluation.batch", "llmrerank.evaluation.experiment"),
+    ("llmrerank.evaluation.ray_executor", "llmrerank.evaluation.runner"),
+    ("llmrerank.evaluation.ray_executor", "llmrerank.evaluation.experiment"),
+    ("llmrerank.evaluation.experiment", "llmrerank.evaluation.runner"),
 ]
 
 
