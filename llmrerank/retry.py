@@ -4,6 +4,7 @@ the server's Retry-After honoured in every form, and never an attempt after canc
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -13,9 +14,15 @@ from typing import TypeVar
 from ._concurrency import CancelToken, Limiter
 from .errors import BackendError, CallCancelledError, RateLimitError, TransientBackendError
 
-__all__ = ["Attempting", "RetryPolicy"]
+__all__ = ["Attempting", "RetryPolicy", "retried_failures"]
 
 logger = logging.getLogger("llmrerank")
+
+#: set a list here and every failure a call is retried after is appended to it, in order
+#: (the service names the first one when its deadline stops the retries)
+retried_failures: contextvars.ContextVar[list[BackendError] | None] = contextvars.ContextVar(
+    "llmrerank_retried_failures", default=None
+)
 
 T = TypeVar("T")
 
@@ -73,6 +80,9 @@ class RetryPolicy:
             over.attempts = state.attempts[0]
             raise over from error
         logger.warning("attempt %d failed (%s); retrying in %.2fs", attempt, error, wait)
+        seen = retried_failures.get()
+        if seen is not None:
+            seen.append(error)
         return wait
 
     def call(self, send: Callable[[], T], state: Attempting) -> T:

@@ -146,6 +146,17 @@ def test_a_request_that_keeps_failing_is_reported_not_dropped(judge: SimulatedJu
     assert batched["degraded_queries"] == 1  # that query kept its first-stage order
 
 
+def test_a_plan_that_asks_nothing_finishes_in_batch_mode(server: BatchWireServer, tmp_path: Path) -> None:
+    """One candidate per query: listwise has nothing to order and asks no question."""
+    exp = experiment(server, "openai", tmp_path / "cache", batch=FAST)
+    exp = replace(exp, datasets=(DatasetSpec("dl19", limit=2, depth=1),))
+    batched = run(exp, tmp_path / "batch")
+    online = run(replace(exp, batch=None), tmp_path / "online")
+    assert (batched["queries"], batched["calls"], batched["degraded_queries"]) == (2, 0, 0)
+    assert server.submitted == []
+    assert batched["metrics"] == online["metrics"]
+
+
 def test_a_killed_run_resumes_without_paying_twice(judge: SimulatedJudge, tmp_path: Path) -> None:
     with BatchWireServer(judge, turnaround_s=1.0) as server:
         exp = experiment(server, "openai", tmp_path / "cache")

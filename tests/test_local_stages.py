@@ -127,3 +127,10 @@ def test_stage_specs() -> None:
     assert isinstance(build_stage("cross-encoder:"), CrossEncoderReranker)
     with pytest.raises(UserError, match="unknown stage"):
         build_stage("bm25:")
+
+
+@pytest.mark.parametrize("spec", ["cross-encoder:./models/not-trained-yet", "dense:~/nope/student"])
+def test_a_missing_local_folder_is_named_not_looked_up_on_the_hub(spec: str) -> None:
+    stage = build_stage(spec)
+    with pytest.raises(UserError, match=r"no model folder at .*it does not exist"):
+        stage.rerank("q", [{"id": "a", "text": "x"}, {"id": "b", "text": "y"}])

@@ -1,5 +1,6 @@
-"""The README's rubric walkthrough runs as written: every command of it, in order, in a fresh
-folder, with the edit the prose asks for made between the first agreement and the diff."""
+"""The docs' rubric walkthrough (llmrerank/docs/prompts-and-rubrics.md) runs as written:
+every command of it, in order, in a fresh folder, with the edit the prose asks for made
+between the first agreement and the diff."""
 
 from __future__ import annotations
 
@@ -13,14 +14,14 @@ from click.testing import CliRunner
 
 from llmrerank.cli import main
 
-README = Path(__file__).resolve().parent.parent / "README.md"
-HEADING = "### Writing a rubric: write → agree → edit → compare"
+PAGE = Path(__file__).resolve().parent.parent / "llmrerank" / "docs" / "prompts-and-rubrics.md"
+HEADING = "## Writing a rubric: write → agree → edit → compare"
 
 
 def walkthrough() -> tuple[list[str], list[str]]:
-    text = README.read_text("utf-8")
-    section = text[text.index(HEADING) :]
-    section = section[: section.index("\n## ")]
+    text = PAGE.read_text("utf-8")
+    section = text[text.index(HEADING) + len(HEADING) :]
+    section = section.split("\n## ")[0]
     yaml_blocks = re.findall(r"```yaml\n(.*?)```", section, re.S)
     (bash,) = re.findall(r"```bash\n(.*?)```", section, re.S)
     return yaml_blocks, [line for line in bash.splitlines() if line.strip()]

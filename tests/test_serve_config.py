@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,16 @@ def test_a_config_loads_pipelines_limits_and_auth(tmp_path: Path, monkeypatch: p
     assert config.auth.tokens() == {"a", "b", "from-file"}
 
 
+def test_the_cpu_gate_defaults_to_the_cores_and_takes_a_zero_queue() -> None:
+    cores = len(os.sched_getaffinity(0))
+    default = ServiceConfig.from_dict({"pipelines": {"a": {"narrow_with": "dense:"}}}).limits
+    assert (default.local_concurrency, default.local_queue) == (cores, 2 * cores)
+    limits = ServiceConfig.from_dict(
+        {"pipelines": {"a": {}}, "limits": {"local_concurrency": 3, "local_queue": 0}}
+    ).limits
+    assert (limits.local_concurrency, limits.local_queue) == (3, 0)
+
+
 def test_the_offline_default_is_the_dense_then_local_cascade() -> None:
     config = ServiceConfig.offline_default()
     spec = config.pipelines[config.default]
@@ -62,6 +73,14 @@ def test_the_offline_default_is_the_dense_then_local_cascade() -> None:
         (
             {"pipelines": {"a": {}}, "limits": {"max_body_bytes": -1}},
             "limits.max_body_bytes must be a positive number",
+        ),
+        (
+            {"pipelines": {"a": {}}, "limits": {"local_concurrency": 0}},
+            "limits.local_concurrency must be a positive number",
+        ),
+        (
+            {"pipelines": {"a": {}}, "limits": {"local_queue": -1}},
+            "limits.local_queue must be a positive number",
         ),
     ],
 )

@@ -4,11 +4,14 @@ the eval report of a distilled stage."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from sentence_transformers import CrossEncoder
 
 from llmrerank import DiskCache, UserError
 from llmrerank.evaluation.datasets import load_dataset
@@ -438,3 +441,22 @@ def test_distill_refuses_a_wrong_loss_and_a_used_folder(
         distill(labels, "cross-encoder:", tmp_path / "used")
     with pytest.raises(UserError, match="use cross-encoder:"):
         distill(labels, "bm25:", tmp_path / "b")
+
+
+def test_when_no_step_beats_the_base_model_its_weights_are_the_output(
+    sim_labels: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, labels = sim_labels
+    lines: list[str] = []
+    # a step this small cannot change a ranking: validation ties the base model
+    still = dataclasses.replace(QUICK, learning_rate=1e-12)
+    record_ = distill(
+        labels, "cross-encoder:", tmp_path / "ce", settings=still, validation_fraction=0.34, echo=lines.append
+    )
+    assert any("no step beat the base model" in line for line in lines)
+    validation = record_["validation"]
+    assert (validation["best_step"], validation["best"]) == (0, validation["before"])
+    pairs = [("a query about rivers", "the Nile is a river"), ("a query about rivers", "tax forms")]
+    base = CrossEncoder(default_cross_encoder(), device="cpu").predict(pairs)
+    out = CrossEncoder(str(tmp_path / "ce"), device="cpu").predict(pairs)
+    assert np.allclose(base, out, atol=1e-6)

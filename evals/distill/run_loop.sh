@@ -14,6 +14,8 @@ cd "$(dirname "$0")/../.."
 LLMRERANK=${LLMRERANK:-.venv/bin/llmrerank}
 PYTHON=${PYTHON:-.venv/bin/python}
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
+# the offline datasets and models (../shared/assets beside this checkout), as the Makefile sets it
+export LLMRERANK_ASSETS=${LLMRERANK_ASSETS:-$(cd .. && pwd)/shared/assets}
 SPLIT=${1:?usage: run_loop.sh dl20-dl19|scifact}
 STEPS=${STEPS:-label distill eval report}
 W=.cache/distill/$SPLIT
@@ -31,7 +33,7 @@ ALL=${SIZES##* }
 # the recipe (evals/distill/README.md says why): listwise LambdaLoss from the shipped
 # cross-encoder; CoSENT from all-MiniLM-L6-v2 for the dense stage; one epoch, early stopping
 # on the validation queries' nDCG@10 (teacher labels), seed 0
-CE_ARGS=(--loss lambda --epochs 1 --lr 3e-5 --batch-size 4 --list-size 25 --max-length "$MAX_LENGTH"
+CE_ARGS=(--loss lambda --epochs 2 --lr 1e-4 --batch-size 4 --list-size 25 --max-length "$MAX_LENGTH"
          --validation-fraction 0.2 --seed 0)
 half_epoch() {  # validate twice an epoch: N labelled queries, 80 % train, lists of 25, 4 per step
   local train=$(( $1 - ($1 + 2) / 5 ))

@@ -93,12 +93,15 @@ class SDKClients:
 
 
 class SDKBackend(Backend):
-    """A ``Backend`` whose wire format is an official SDK, over an ``Endpoint``."""
+    """A ``Backend`` whose wire format is an official SDK, over an ``Endpoint``. ``sdk`` is
+    that SDK's module (``openai``, ``anthropic``): its error and reply types, for the backend
+    and for the batch clients that reuse its wire format."""
 
     endpoint: Endpoint
     clients: SDKClients
+    sdk: Any
 
-    def _connect(
+    def __init__(
         self,
         endpoint: Endpoint,
         sdk: Any,
@@ -107,6 +110,7 @@ class SDKBackend(Backend):
         timeout_s: float,
     ) -> None:
         """``timeout_s`` bounds each attempt as a whole: connecting, waiting and reading."""
+        self.sdk = sdk
         self.endpoint = endpoint
         self.provider = endpoint.provider
         self.timeout_s = as_seconds(timeout_s, "timeout_s")
@@ -114,8 +118,9 @@ class SDKBackend(Backend):
             sdk, sync_class, async_class, timeout_s, api_key=endpoint.api_key, base_url=endpoint.base_url
         )
 
-    async def _within_deadline(self, call: Awaitable[T]) -> T:
-        """The async path's exact bound on one attempt (the transport's bound is per chunk)."""
+    async def within_deadline(self, call: Awaitable[T]) -> T:
+        """``await call`` within ``timeout_s``, else ``BackendTimeoutError``: the async path's
+        exact bound on one attempt (the transport's bound is per chunk)."""
         try:
             return await asyncio.wait_for(call, self.timeout_s)
         except asyncio.TimeoutError:

@@ -42,18 +42,19 @@ class AnthropicBackend(SDKBackend):
             raise UserError(f"structured_output must be one of {_MODES}")
         if endpoint is not None and (base_url is not None or api_key is not None):
             raise UserError("give endpoint= or base_url=/api_key=, not both")
-        self._sdk = anthropic
         self.model = model
         self.structured_output = structured_output
         endpoint = endpoint or Endpoint.for_api("anthropic", base_url=base_url, api_key=api_key)
-        self._connect(endpoint, anthropic, anthropic.Anthropic, anthropic.AsyncAnthropic, timeout_s)
+        super().__init__(endpoint, anthropic, anthropic.Anthropic, anthropic.AsyncAnthropic, timeout_s)
 
     def identity(self) -> dict[str, Any]:
         identity = super().identity()
         identity["structured_output"] = self.structured_output
         return identity
 
-    def _arguments(self, request: BackendRequest) -> dict[str, Any]:
+    def request_arguments(self, request: BackendRequest) -> dict[str, Any]:
+        """``messages.create``'s keyword arguments for ``request`` (fields the SDK does not
+        know travel in ``extra_body``, merged into the JSON body by the SDK)."""
         system = "\n\n".join(m["content"] for m in request.messages if m["role"] == "system")
         messages = [
             {"role": m["role"], "content": m["content"]} for m in request.messages if m["role"] != "system"
@@ -81,8 +82,9 @@ class AnthropicBackend(SDKBackend):
                 args["output_config"] = {"format": {"type": "json_schema", "schema": dict(request.schema)}}
         return args
 
-    def _reply(self, message: Any) -> BackendReply:
-        check_reply(message, self._sdk.types.Message, self.provider)
+    def parse_reply(self, message: Any) -> BackendReply:
+        """The ``BackendReply`` in a ``Message``: tool input as JSON, or the text blocks."""
+        check_reply(message, self.sdk.types.Message, self.provider)
         parts: list[str] = []
         for block in message.content:
             if block.type == "tool_use":
@@ -100,12 +102,12 @@ class AnthropicBackend(SDKBackend):
         )
 
     def complete(self, request: BackendRequest) -> BackendReply:
-        with sdk_errors(self._sdk, self.provider):
-            message = self.clients.sync.messages.create(**self._arguments(request))
-            return self._reply(message)
+        with sdk_errors(self.sdk, self.provider):
+            message = self.clients.sync.messages.create(**self.request_arguments(request))
+            return self.parse_reply(message)
 
     async def acomplete(self, request: BackendRequest) -> BackendReply:
-        with sdk_errors(self._sdk, self.provider):
+        with sdk_errors(self.sdk, self.provider):
             client = self.clients.for_running_loop()
-            message = await self._within_deadline(client.messages.create(**self._arguments(request)))
-            return self._reply(message)
+            message = await self.within_deadline(client.messages.create(**self.request_arguments(request)))
+            return self.parse_reply(message)

@@ -19,18 +19,17 @@ class AnthropicBatchClient(BatchClient):
 
     def __init__(self, backend: AnthropicBackend) -> None:
         self.backend = backend
-        self._sdk = backend._sdk
 
     def _params(self, item: BatchItem) -> dict[str, Any]:
-        params: dict[str, Any] = self.backend._arguments(item.request)
+        params: dict[str, Any] = self.backend.request_arguments(item.request)
         params.update(params.pop("extra_body", {}))
         return params
 
     def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(*args, **kwargs)
-        except self._sdk.AnthropicError as exc:
-            raise translate_sdk_error(exc, self._sdk, self.provider) from exc
+        except self.backend.sdk.AnthropicError as exc:
+            raise translate_sdk_error(exc, self.backend.sdk, self.provider) from exc
 
     def submit(self, items: Sequence[BatchItem]) -> str:
         requests = [{"custom_id": item.custom_id, "params": self._params(item)} for item in items]
@@ -58,7 +57,7 @@ class AnthropicBatchClient(BatchClient):
         for entry in self._call(self.backend.clients.sync.messages.batches.results, batch_id):
             result = entry.result
             if result.type == "succeeded":
-                outcomes[entry.custom_id] = self.backend._reply(result.message)
+                outcomes[entry.custom_id] = self.backend.parse_reply(result.message)
             else:
                 error = getattr(result, "error", None)
                 detail = getattr(getattr(error, "error", None), "message", "") if error else ""

@@ -23,10 +23,9 @@ class OpenAIBatchClient(BatchClient):
 
     def __init__(self, backend: OpenAIBackend) -> None:
         self.backend = backend
-        self._sdk = backend._sdk
 
     def _line(self, item: BatchItem) -> str:
-        body = self.backend._arguments(item.request)
+        body = self.backend.request_arguments(item.request)
         body.update(body.pop("extra_body", {}))
         return json.dumps(
             {"custom_id": item.custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body}
@@ -35,8 +34,8 @@ class OpenAIBatchClient(BatchClient):
     def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(*args, **kwargs)
-        except self._sdk.OpenAIError as exc:
-            raise translate_sdk_error(exc, self._sdk, self.provider) from exc
+        except self.backend.sdk.OpenAIError as exc:
+            raise translate_sdk_error(exc, self.backend.sdk, self.provider) from exc
 
     def submit(self, items: Sequence[BatchItem]) -> str:
         client = self.backend.clients.sync
@@ -77,8 +76,8 @@ class OpenAIBatchClient(BatchClient):
             kind = "expired" if code == "batch_expired" else "errored"
             return BatchFailure(kind, f"{code}: {error.get('message', '')}".strip())
         try:
-            completion = self._sdk.types.chat.ChatCompletion.model_validate(response["body"])
-            return self.backend._reply(completion)
+            completion = self.backend.sdk.types.chat.ChatCompletion.model_validate(response["body"])
+            return self.backend.parse_reply(completion)
         except (ValueError, KeyError, BackendError) as exc:
             return BatchFailure("errored", f"unreadable reply: {exc}")
 

@@ -43,14 +43,13 @@ class OpenAIBackend(SDKBackend):
             raise UserError("structured_output must be 'json_schema' or 'prompt'")
         if endpoint is not None and (base_url is not None or api_key is not None):
             raise UserError("give endpoint= or base_url=/api_key=, not both")
-        self._sdk = openai
         self.model = model
         self.structured_output = structured_output
         # Chat-completions logprobs: OpenAI and llama.cpp/vLLM return them.
         self.supports_logprobs = True if logprobs is None else logprobs
         self.extra_body = dict(extra_body or {})
         endpoint = endpoint or Endpoint.for_api("openai", base_url=base_url, api_key=api_key)
-        self._connect(endpoint, openai, openai.OpenAI, openai.AsyncOpenAI, timeout_s)
+        super().__init__(endpoint, openai, openai.OpenAI, openai.AsyncOpenAI, timeout_s)
 
     def identity(self) -> dict[str, Any]:
         identity = super().identity()
@@ -59,7 +58,9 @@ class OpenAIBackend(SDKBackend):
             identity["extra_body"] = self.extra_body
         return identity
 
-    def _arguments(self, request: BackendRequest) -> dict[str, Any]:
+    def request_arguments(self, request: BackendRequest) -> dict[str, Any]:
+        """``chat.completions.create``'s keyword arguments for ``request`` (fields the SDK
+        does not know travel in ``extra_body``, merged into the JSON body by the SDK)."""
         args: dict[str, Any] = {
             "model": self.model,
             "messages": [dict(m) for m in request.messages],
@@ -82,8 +83,9 @@ class OpenAIBackend(SDKBackend):
             args["extra_body"] = self.extra_body
         return args
 
-    def _reply(self, completion: Any) -> BackendReply:
-        check_reply(completion, self._sdk.types.chat.ChatCompletion, self.provider)
+    def parse_reply(self, completion: Any) -> BackendReply:
+        """The ``BackendReply`` in a ``ChatCompletion`` (``MalformedReplyError`` if none)."""
+        check_reply(completion, self.sdk.types.chat.ChatCompletion, self.provider)
         if not completion.choices:
             raise MalformedReplyError(f"{self.provider}: reply has no choices", provider=self.provider)
         choice = completion.choices[0]
@@ -111,14 +113,14 @@ class OpenAIBackend(SDKBackend):
         )
 
     def complete(self, request: BackendRequest) -> BackendReply:
-        with sdk_errors(self._sdk, self.provider):
-            completion = self.clients.sync.chat.completions.create(**self._arguments(request))
-            return self._reply(completion)
+        with sdk_errors(self.sdk, self.provider):
+            completion = self.clients.sync.chat.completions.create(**self.request_arguments(request))
+            return self.parse_reply(completion)
 
     async def acomplete(self, request: BackendRequest) -> BackendReply:
-        with sdk_errors(self._sdk, self.provider):
+        with sdk_errors(self.sdk, self.provider):
             client = self.clients.for_running_loop()
-            completion = await self._within_deadline(
-                client.chat.completions.create(**self._arguments(request))
+            completion = await self.within_deadline(
+                client.chat.completions.create(**self.request_arguments(request))
             )
-            return self._reply(completion)
+            return self.parse_reply(completion)

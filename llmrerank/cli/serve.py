@@ -53,6 +53,8 @@ def serve(
         raise UserError('llmrerank serve needs the serve extra: pip install "llmrerank[serve]"') from None
     from ..serve.app import ALLOW_PARTIAL_ENV, CONFIG_ENV, STARTUP_REPORT_ENV
     from ..serve.config import ServiceConfig
+    from ..serve.readiness import READY_DIR_ENV, WORKERS_ENV
+    from ..serve.rerank_route import shutdown_grace_s
 
     config = ServiceConfig.from_yaml(config_path) if config_path else ServiceConfig.offline_default()
     if workers < 1:
@@ -72,6 +74,10 @@ def serve(
         # workers are separate processes: their metrics meet in one directory
         metrics_dir = tempfile.mkdtemp(prefix="llmrerank-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    # every worker marks itself ready in one directory: /readyz is 200 only when all have
+    ready_dir = tempfile.mkdtemp(prefix="llmrerank-ready-")
+    os.environ[READY_DIR_ENV] = ready_dir
+    os.environ[WORKERS_ENV] = str(workers)
     exit_code: int | str | None = 0
     try:
         uvicorn.run(
@@ -82,8 +88,9 @@ def serve(
             workers=workers,
             log_level=log_level,
             access_log=False,  # the service writes its own JSON access line
-            # in-flight requests end within their deadline, so they finish before shutdown
-            timeout_graceful_shutdown=int(config.limits.deadline_s) + 5,
+            # in-flight requests are answered within their deadline (plus a grace), so they
+            # finish before the server would cancel them
+            timeout_graceful_shutdown=shutdown_grace_s(config.limits),
         )
     except SystemExit as exc:  # uvicorn exits 3 when a single worker's startup failed
         exit_code = exc.code
@@ -94,6 +101,7 @@ def serve(
             Path(report).unlink(missing_ok=True)
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+        shutil.rmtree(ready_dir, ignore_errors=True)
     if reason is not None:
         click.echo(f"error: {reason}", err=True)
         sys.exit(STARTUP_FAILURE_EXIT)

@@ -1,16 +1,17 @@
 """Batch mode: every query's plan steps in lockstep, and each round's cache misses, across
 all queries, go to the provider's batch API as one batch.
 
-A query walks its pipeline as online (``Cascade``: local stages run in place); at the LLM
-stage its strategy's plan yields a round of requests. Cache hits are answered at once;
-misses become one conversation each (the driver's own exchange: request → reply → parse
-→ bounded re-ask), whose next message joins the next batch. A request that comes back
+Each query steps the same flows as online (``llmrerank.stepping``), each held in a
+``Stepper``: the cascade's ``walk`` (local stages run in place); at the LLM stage, the
+stage's ``plan``, which yields a round of requests. Cache hits are answered at once
+(``Driver.lookup``); misses become one ``Driver.exchange`` each (request → reply → parse →
+bounded re-ask), whose next message joins the next batch. A request that comes back
 expired or errored is submitted again in the next round, up to ``max_attempts``; past that
 its query keeps the earlier order and says so (``degraded``), as online. Answers land in
 the response cache, so a re-run is free and a killed run resumes from the cache plus the
 batches listed in its state file.
 
-Long because it steps every query's cascade and plan by hand, round by round, and keeps
+Long because it steps every query's flows round by round, answering many at once, and keeps
 each query's books: a reply two queries share is paid once, a failed query keeps what it
 paid, and what a killed run paid is booked in its state file.
 """
@@ -22,7 +23,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -32,10 +33,11 @@ from ..backends.batch_clients import batch_client_for
 from ..driver import Driver
 from ..errors import BackendError, CallCancelledError, LLMRerankError
 from ..pricing import PriceTable
-from ..rerankers.cascade import Cascade, Stage
+from ..rerankers.cascade import Cascade, StageTurn
 from ..rerankers.llm import LLMReranker
 from ..rerankers.protocol import Reranker
-from ..strategies.plan import Answer, LLMRequest, Plan
+from ..stepping import Stepper
+from ..strategies.plan import Answer, LLMRequest, Outcome
 from ..types import CallRecord, Candidate, Ranking, Usage
 from .batch_state import BatchOptions, BatchState, wait_for_batch, with_retries
 from .datasets import EvalQuery, GoldenSet
@@ -48,14 +50,13 @@ logger = logging.getLogger("llmrerank")
 
 @dataclass(eq=False)
 class _Ask:
-    """One outstanding request of a query: its conversation and the message to send next."""
+    """One outstanding request of a query: its conversation (``Driver.exchange``), whose
+    question is the message to send next."""
 
     job: _Job
     index: int
     key: str
-    exchange: Generator[BackendRequest, BackendReply, Answer]
-    outgoing: BackendRequest
-    attempts: list[int]
+    exchange: Stepper[BackendRequest, BackendReply, Answer]
     failures: int = 0
     # replies this ask paid for; one that only shared another ask's reply is a cache hit
     paid: int = 0
@@ -64,11 +65,12 @@ class _Ask:
 @dataclass(eq=False)
 class _Job:
     query: EvalQuery
-    walk: Generator[tuple[Stage, list[Candidate]], Ranking, Ranking]
-    started: float = field(default_factory=time.perf_counter)
+    walk: Stepper[StageTurn, Ranking, Ranking]
+    started: float
     llm: LLMReranker | None = None
     inputs: list[Candidate] = field(default_factory=list)
-    plan: Plan | None = None
+    top_k: int | None = None  # what the cascade asks of the LLM stage, as online
+    plan: Stepper[Sequence[LLMRequest], Sequence[Answer], Outcome] | None = None
     answers: list[Answer | None] = field(default_factory=list)
     plan_round: int = 0
     calls: list[CallRecord] = field(default_factory=list)
@@ -97,69 +99,75 @@ class _Lockstep:
         self.ready: dict[str, BackendReply | BatchFailure] = {}
 
     # -- one query ------------------------------------------------------------------------
-    def _advance_walk(self, job: _Job, sent: Ranking | LLMRerankError | None) -> None:
-        """Run the cascade (local stages in place) until its LLM stage or its end."""
-        try:
-            while True:
-                if sent is None:
-                    stage, inputs = next(job.walk)
-                elif isinstance(sent, LLMRerankError):
-                    stage, inputs = job.walk.throw(sent)
-                else:
-                    stage, inputs = job.walk.send(sent)
-                if isinstance(stage.reranker, LLMReranker):
-                    try:
-                        context = stage.reranker._context(job.query.query, inputs, stage.asked_top_k)
-                    except LLMRerankError as exc:
-                        sent = exc
-                        continue
-                    job.llm, job.inputs, job.calls, job.plan_round = stage.reranker, inputs, [], 0
-                    job.plan = stage.reranker.strategy.plan(context)
-                    self._start_round(job, next(job.plan))
-                    return
+    def _advance_walk(self, job: _Job, outcome: Ranking | LLMRerankError | None = None) -> None:
+        """Give the cascade's walk the ``outcome`` of its current turn (if any), then run it
+        (local stages in place) until its LLM stage, which starts a plan, or its end."""
+        walk = job.walk
+        if isinstance(outcome, LLMRerankError):
+            walk.throw(outcome)
+        elif outcome is not None:
+            walk.send(outcome)
+        while not walk.finished:
+            turn = walk.question
+            if isinstance(turn.stage.reranker, LLMReranker):
                 try:
-                    sent = self.reranker._run_stage_sync(stage, job.query.query, inputs)
+                    plan = turn.stage.reranker.plan(turn.query, turn.inputs, turn.stage.asked_top_k)
                 except LLMRerankError as exc:
-                    sent = exc
-        except StopIteration as done:
-            job.ranking = done.value
+                    walk.throw(exc)
+                    continue
+                job.llm, job.inputs, job.calls, job.plan_round = turn.stage.reranker, turn.inputs, [], 0
+                job.top_k = turn.stage.asked_top_k
+                job.plan = Stepper(plan)
+                if self._plan_asks(job):
+                    self._start_round(job)
+                return
+            try:
+                ranking = turn.rerank()
+            except LLMRerankError as exc:
+                walk.throw(exc)
+            else:
+                walk.send(ranking)
+        job.ranking = walk.result
 
-    def _start_round(self, job: _Job, requests: Sequence[LLMRequest]) -> None:
-        """Answer what the cache can; the misses become asks. A fully cached round moves on."""
+    def _plan_asks(self, job: _Job) -> bool:
+        """Whether the query's plan asks another round; when it has finished, its ranking
+        goes to the walk instead."""
+        assert job.llm is not None
+        assert job.plan is not None
+        if not job.plan.finished:
+            return True
+        ranking = job.llm.ranking(job.query.query, job.inputs, job.plan.result, job.calls, job.top_k)
+        job.plan = None
+        self._advance_walk(job, ranking)
+        return False
+
+    def _start_round(self, job: _Job) -> None:
+        """Answer what the cache can of the plan's round; the misses become asks. A fully
+        cached round moves the plan on at once."""
         assert job.llm is not None
         assert job.plan is not None
         while True:
+            requests = job.plan.question
             job.answers = [None] * len(requests)
             job.asks = []
             for index, request in enumerate(requests):
-                key, hit = job.llm.driver._lookup(request)
+                key, hit = job.llm.driver.lookup(request)
                 if hit is not None:
                     job.answers[index] = hit
                     continue
-                attempts = [0]
-                exchange = job.llm.driver._exchange(request, key, time.perf_counter(), attempts)
-                job.asks.append(_Ask(job, index, key, exchange, next(exchange), attempts))
-            if job.asks:
+                exchange = Stepper(job.llm.driver.exchange(request, key))
+                job.asks.append(_Ask(job, index, key, exchange))
+            if job.asks or not self._finish_round(job):
                 return
-            next_requests = self._finish_round(job)
-            if next_requests is None:
-                return
-            requests = next_requests
 
-    def _finish_round(self, job: _Job) -> Sequence[LLMRequest] | None:
-        """Send the round's answers to the plan: its next requests, or None when it ended."""
-        assert job.llm is not None
+    def _finish_round(self, job: _Job) -> bool:
+        """Send the round's answers to the plan; whether it asks another round."""
         assert job.plan is not None
         answers = [replace(a, record=replace(a.record, round=job.plan_round)) for a in job.answers if a]
         job.calls += [a.record for a in answers]
         job.plan_round += 1
-        try:
-            return job.plan.send(answers)
-        except StopIteration as done:
-            ranking = job.llm._ranking(job.query.query, job.inputs, done.value, job.calls, None)
-            job.plan = None
-            self._advance_walk(job, ranking)
-            return None
+        job.plan.send(answers)
+        return self._plan_asks(job)
 
     def _fail(self, job: _Job, error: LLMRerankError) -> None:
         """The query's LLM stage failed: it keeps its earlier order (degraded), and every call
@@ -190,28 +198,26 @@ class _Lockstep:
                     error.calls = ()  # any reply it had was another ask's, paid there
                 self._fail(job, error)
             return
-        ask.attempts[0] += 1
         if shared:
             outcome = replace(outcome, usage=Usage())
         else:
             ask.paid += 1
         try:
-            ask.outgoing = ask.exchange.send(outcome)  # invalid output: the re-ask goes next round
-        except StopIteration as done:
-            answer: Answer = done.value
-            if not ask.paid:
-                answer = replace(answer, record=replace(answer.record, cached=True, attempts=0))
-            job.answers[ask.index] = answer
-            job.asks.remove(ask)
-            if not job.asks:
-                requests = self._finish_round(job)
-                if requests is not None:
-                    self._start_round(job, requests)
+            ask.exchange.send(outcome)  # invalid output: the re-ask goes next round
         except LLMRerankError as exc:
             job.asks.remove(ask)
             if not ask.paid:
                 exc.calls = ()  # every reply it had was another ask's, paid there
             self._fail(job, exc)
+            return
+        if ask.exchange.finished:
+            answer = ask.exchange.result
+            if not ask.paid:
+                answer = replace(answer, record=replace(answer.record, cached=True, attempts=0))
+            job.answers[ask.index] = answer
+            job.asks.remove(ask)
+            if not job.asks and self._finish_round(job):
+                self._start_round(job)
 
     # -- all queries ----------------------------------------------------------------------
     def _resume(self) -> None:
@@ -226,8 +232,12 @@ class _Lockstep:
     def _round(self, asks: list[_Ask]) -> None:
         by_id: dict[str, list[_Ask]] = {}
         for ask in asks:
-            by_id.setdefault(_custom_id(self.client, ask.outgoing), []).append(ask)
-        missing = [BatchItem(cid, group[0].outgoing) for cid, group in by_id.items() if cid not in self.ready]
+            by_id.setdefault(_custom_id(self.client, ask.exchange.question), []).append(ask)
+        missing = [
+            BatchItem(cid, group[0].exchange.question)
+            for cid, group in by_id.items()
+            if cid not in self.ready
+        ]
         consumed = list(self.state.pending)
         if missing:
             batch_id = with_retries(self.driver.retry, lambda: self.client.submit(missing))
@@ -252,10 +262,12 @@ class _Lockstep:
                     self._deliver(ask, outcome, shared=paid)
                     paid = True
 
-    def run(self, jobs: list[_Job], on_done: Callable[[_Job], None]) -> None:
+    def run(self, queries: list[EvalQuery], on_done: Callable[[_Job], None]) -> None:
+        started = time.perf_counter()
         self._resume()
+        jobs = [_Job(q, Stepper(self.reranker.walk(q.query, q.candidates)), started) for q in queries]
         for job in jobs:
-            self._advance_walk(job, None)
+            self._advance_walk(job)
         active = jobs
         while active:
             for job in [j for j in active if j.ranking is not None]:
@@ -293,13 +305,12 @@ def run_in_batches(
                 finished(query, reranker.rerank(query.query, query.candidates), started)
             return {"rounds": 0}
         engine = _Lockstep(reranker, options, state)
-        jobs = [_Job(q, reranker._walk(q.query, q.candidates, None)) for q in todo]
 
         def job_done(job: _Job) -> None:
             assert job.ranking is not None
             finished(job.query, job.ranking, job.started)
 
-        engine.run(jobs, job_done)
+        engine.run(todo, job_done)
     rounds = state.rounds
     state.finish()
     return {"rounds": rounds, "provider": engine.client.provider}

@@ -82,6 +82,9 @@ def resolve_model_dir(model_name: str) -> Path:
     path = Path(model_name).expanduser()
     if path.is_dir():
         return path
+    if model_name.startswith((".", "/", "~")) or model_name.count("/") > 1 or path.exists():
+        # a hub id is NAME or ORG/NAME; this names a local folder that is not there
+        raise UserError(f"no model folder at {str(path)!r} (from {model_name!r}): it does not exist")
     try:
         from huggingface_hub import snapshot_download
 

@@ -8,8 +8,11 @@ input order is kept and the ranking says ``degraded`` and why. A caller's mistak
 ``UserError`` such as a bad ``top_k`` or candidate) is never such a failure: it raises, as
 the same call would on the stage alone (``stage_failure_degrades``).
 
-Long because the one walk over the stages (``_walk``) has a sync and an async driver loop,
-and the per-request state that merges each stage's result sits beside them.
+The cascade's logic is one flow, ``Cascade.walk`` (see ``llmrerank.stepping``): it asks for
+one ``StageTurn`` at a time, and ``rerank``, ``arerank`` and batch mode answer it.
+
+Long because the walk, the per-request state that merges each stage's result and the books
+of what each stage paid sit together.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from functools import partial
 
 from ..errors import BudgetError, LLMRerankError, UserError
 from ..pricing import PriceTable
+from ..stepping import adrive, drive
 from ..types import (
     CallRecord,
     Candidate,
@@ -41,7 +45,7 @@ from ._trace import TraceWriter
 from .protocol import Reranker
 from .routing import Router
 
-__all__ = ["Cascade", "Stage", "stage_failure_degrades"]
+__all__ = ["Cascade", "Stage", "StageTurn", "Walk", "stage_failure_degrades"]
 
 logger = logging.getLogger("llmrerank")
 
@@ -87,6 +91,30 @@ class Stage:
         return self.keep if self.uses_llm else None
 
 
+@dataclass(frozen=True)
+class StageTurn:
+    """What ``Cascade.walk`` asks for: ``stage``'s ranking of ``inputs`` (the survivors of
+    the stages before it) for ``query``. ``rerank``/``arerank`` answer it as the cascade
+    does, asking for ``Stage.asked_top_k`` within the stage's time budget."""
+
+    stage: Stage
+    query: str
+    inputs: list[Candidate]
+
+    def rerank(self) -> Ranking:
+        reranker, budget = self.stage.reranker, self.stage.timeout_s
+        work = partial(reranker.rerank, self.query, self.inputs, top_k=self.stage.asked_top_k)
+        return work() if budget is None else run_with_budget(work, budget)
+
+    async def arerank(self) -> Ranking:
+        work = self.stage.reranker.arerank(self.query, self.inputs, top_k=self.stage.asked_top_k)
+        return await await_with_budget(work, self.stage.timeout_s)
+
+
+Walk = Generator[StageTurn, Ranking, Ranking]
+"""The cascade's logic as a flow (``Cascade.walk``; see ``llmrerank.stepping``)."""
+
+
 class Cascade:
     """A ``Reranker`` made of stages. ``stats`` counts requests, degraded results and how
     often confidence routing (``skip_margin``) skipped the LLM; ``prices`` turns each
@@ -120,24 +148,6 @@ class Cascade:
 
     def __repr__(self) -> str:
         return f"Cascade({[s.label for s in self.stages]})"
-
-    # -- the pure part: merge a stage's result into the running order -------------------
-    @staticmethod
-    def _merge(current: list[RankedCandidate], stage_ranking: Ranking, n_input: int) -> list[RankedCandidate]:
-        """The stage's order first (it may have been trimmed to the stage's ``keep``), then the
-        inputs it did not return in their previous order, then what earlier stages cut."""
-        previous = {item.id: item for item in current[:n_input]}
-        merged = [
-            replace(
-                item,
-                stage_scores={**previous[item.id].stage_scores, **item.stage_scores},
-            )
-            for item in stage_ranking.items
-            if item.id in previous
-        ]
-        returned = {item.id for item in merged}
-        unreturned = [item for item in current[:n_input] if item.id not in returned]
-        return merged + unreturned + current[n_input:]
 
     def _skip_reason(
         self, stage: Stage, current: list[RankedCandidate], previous_stage: str | None
@@ -193,11 +203,14 @@ class Cascade:
             for i, c in enumerate(items)
         ]
 
-    def _walk(
-        self, query: str, candidates: Sequence[CandidateLike], top_k: int | None
-    ) -> Generator[tuple[Stage, list[Candidate]], Ranking, Ranking]:
-        """The cascade's logic, shared by sync and async: yields each stage to run with its
-        inputs and receives its ranking, or the error it raised (thrown in)."""
+    def walk(self, query: str, candidates: Sequence[CandidateLike], top_k: int | None = None) -> Walk:
+        """The cascade's logic as a flow (``llmrerank.stepping``), shared by ``rerank``,
+        ``arerank`` and batch mode: it yields a ``StageTurn`` for each stage that runs (a
+        skipped stage, or one left with no candidates, asks nothing) and is sent its
+        ``Ranking``, or has the ``LLMRerankError`` the stage raised thrown in: with
+        ``fallback`` and an error that degrades (``stage_failure_degrades``) the earlier order
+        stays and the ranking says why; any other error leaves with every call paid so far.
+        Returns the full ranking (trimmed to ``top_k``), written to the trace."""
         query, items, top_k = as_request(query, candidates, top_k)
         current = self._start(items)
         state = _RunState()
@@ -211,7 +224,7 @@ class Cascade:
             failed_calls: tuple[CallRecord, ...] = ()
             if skip is None and inputs:
                 try:
-                    result = yield stage, inputs
+                    result = yield StageTurn(stage, query, inputs)
                 except LLMRerankError as exc:
                     if not stage.fallback or not stage_failure_degrades(exc):
                         exc.calls = (*state.calls, *exc.calls)
@@ -222,50 +235,26 @@ class Cascade:
             previous = stage.label
         return self._finish(query, *state.totals(current), top_k)
 
-    # -- sync ------------------------------------------------------------------------
-    def _run_stage_sync(self, stage: Stage, query: str, inputs: list[Candidate]) -> Ranking:
-        if stage.timeout_s is None:
-            return stage.reranker.rerank(query, inputs, top_k=stage.asked_top_k)
-        return run_with_budget(
-            partial(stage.reranker.rerank, query, inputs, top_k=stage.asked_top_k), stage.timeout_s
-        )
-
     def rerank(self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None) -> Ranking:
-        walk = self._walk(query, candidates, top_k)
-        try:
-            stage, inputs = next(walk)
-            while True:
-                try:
-                    result = self._run_stage_sync(stage, query, inputs)
-                except LLMRerankError as exc:
-                    stage, inputs = walk.throw(exc)
-                else:
-                    stage, inputs = walk.send(result)
-        except StopIteration as done:
-            ranking: Ranking = done.value
-            return ranking
-
-    # -- async -----------------------------------------------------------------------
-    async def _run_stage_async(self, stage: Stage, query: str, inputs: list[Candidate]) -> Ranking:
-        work = stage.reranker.arerank(query, inputs, top_k=stage.asked_top_k)
-        return await await_with_budget(work, stage.timeout_s)
+        return drive(self.walk(query, candidates, top_k), StageTurn.rerank)
 
     async def arerank(
         self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None
     ) -> Ranking:
-        walk = self._walk(query, candidates, top_k)
-        try:
-            stage, inputs = next(walk)
-            while True:
-                try:
-                    result = await self._run_stage_async(stage, query, inputs)
-                except LLMRerankError as exc:
-                    stage, inputs = walk.throw(exc)
-                else:
-                    stage, inputs = walk.send(result)
-        except StopIteration as done:
-            ranking: Ranking = done.value
-            return ranking
+        return await adrive(self.walk(query, candidates, top_k), StageTurn.arerank)
+
+
+def _merge(current: list[RankedCandidate], stage_ranking: Ranking) -> list[RankedCandidate]:
+    """The stage's order first (it may have been trimmed to the stage's ``keep``), then the
+    candidates it did not return, in their previous order."""
+    previous = {item.id: item for item in current}
+    merged = [
+        replace(item, stage_scores={**previous[item.id].stage_scores, **item.stage_scores})
+        for item in stage_ranking.items
+        if item.id in previous
+    ]
+    returned = {item.id for item in merged}
+    return merged + [item for item in current if item.id not in returned]
 
 
 class _RunState:
@@ -299,7 +288,7 @@ class _RunState:
         stage_calls = list(result.calls) if result is not None else list(failed_calls)
         self.calls += stage_calls
         if result is not None:
-            current = cascade._merge(current, result, len(inputs))
+            current = _merge(current, result)
             self.truncated += result.truncated
             for key, count in result.repairs.items():
                 self.repairs[key] = self.repairs.get(key, 0) + count

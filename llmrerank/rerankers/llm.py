@@ -14,7 +14,7 @@ from ..prompts import Prompt, PromptLibrary
 from ..rubrics import DEFAULT_RUBRIC, Rubric
 from ..strategies import Strategy, make_strategy
 from ..strategies.base import PassageBudget, PlanContext, fit_to_context
-from ..strategies.plan import Outcome
+from ..strategies.plan import Outcome, Plan
 from ..types import (
     CallRecord,
     Candidate,
@@ -112,7 +112,13 @@ class LLMReranker:
     def estimate_calls(self, n_candidates: int, top_k: int | None = None) -> int:
         return self.strategy.estimate_calls(n_candidates, top_k)
 
-    def _context(self, query: str, candidates: list[Candidate], top_k: int | None) -> PlanContext:
+    def plan(self, query: str, candidates: list[Candidate], top_k: int | None = None) -> Plan:
+        """The strategy's plan for one request, as a flow (see ``llmrerank.stepping``): it
+        yields rounds of ``LLMRequest`` (answered by ``driver.lookup`` and
+        ``driver.exchange``, or in full by ``driver.run``) and returns the ``Outcome`` that
+        ``ranking`` turns into this stage's ``Ranking``. ``query`` and ``candidates`` are
+        checked already (``as_request``). Passages are fitted to the model's context window
+        when the backend knows it; a request that cannot fit raises here, before any call."""
         context = PlanContext(
             query=query,
             candidates=candidates,
@@ -125,16 +131,18 @@ class LLMReranker:
         if self.backend.context_tokens:
             # a request the model would refuse for its length is never sent: passages shrink
             context = fit_to_context(context, self.strategy, self.backend.context_tokens)
-        return context
+        return self.strategy.plan(context)
 
-    def _ranking(
+    def ranking(
         self,
         query: str,
         candidates: list[Candidate],
         outcome: Outcome,
         calls: list[CallRecord],
-        top_k: int | None,
+        top_k: int | None = None,
     ) -> Ranking:
+        """This stage's ``Ranking`` of ``candidates`` from a finished plan's ``outcome`` and
+        the ``calls`` that answered it (repairs added up, scores and details per item)."""
         ordered = [candidates[i] for i in outcome.order]
         # Strategies that only order (listwise without shuffles, setwise, pairwise heapsort and
         # sliding) give no score; their stage score is then the reciprocal rank 1/(position),
@@ -175,14 +183,12 @@ class LLMReranker:
 
     def rerank(self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None) -> Ranking:
         query, items, top_k = as_request(query, candidates, top_k)
-        context = self._context(query, items, top_k)
-        outcome, calls = self.driver.run(self.strategy.plan(context))
-        return self._ranking(query, items, outcome, calls, top_k)
+        outcome, calls = self.driver.run(self.plan(query, items, top_k))
+        return self.ranking(query, items, outcome, calls, top_k)
 
     async def arerank(
         self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None
     ) -> Ranking:
         query, items, top_k = as_request(query, candidates, top_k)
-        context = self._context(query, items, top_k)
-        outcome, calls = await self.driver.arun(self.strategy.plan(context))
-        return self._ranking(query, items, outcome, calls, top_k)
+        outcome, calls = await self.driver.arun(self.plan(query, items, top_k))
+        return self.ranking(query, items, outcome, calls, top_k)

@@ -6,6 +6,13 @@ does under uvicorn: the reason is logged in one line and the process exits with 
 With ``allow_partial`` the service starts with the pipelines that built; ``/readyz`` and
 ``/v1/models`` name the ones that did not and why, and a request naming one is a ``400``.
 
+``/readyz`` answers ``200`` only when every worker has built its pipelines (see
+``readiness``). A graceful shutdown (SIGTERM) stops accepting connections and lets every
+in-flight request finish: each is answered by its deadline (degraded if need be) plus
+``ANSWER_GRACE_S``, before the server's own shutdown timeout; should the server cancel a
+request anyway, it is answered with a JSON ``503`` and ``Retry-After``, never with the
+server's plain-text ``500``, and it is in the access log like any other.
+
 ``create_app(config)`` for embedding; ``app_from_environment()`` is the factory uvicorn
 workers call (the CLI passes the config path in ``LLMRERANK_SERVE_CONFIG``).
 """
@@ -37,6 +44,7 @@ from .auth import BearerAuth
 from .config import ServiceConfig
 from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .pipelines import Pipelines, StartupError
+from .readiness import WorkerReadiness
 from .rerank_route import ApiError, rerank
 
 __all__ = ["ALLOW_PARTIAL_ENV", "CONFIG_ENV", "STARTUP_REPORT_ENV", "app_from_environment", "create_app"]
@@ -58,6 +66,7 @@ class ServiceState:
         self.metrics = Metrics()
         self.pipelines: Pipelines | None = None
         self.startup_error: str | None = None
+        self.readiness = WorkerReadiness.from_environment()
 
     def require_pipelines(self) -> Pipelines:
         if self.pipelines is None:  # only reachable when a host serves requests before startup
@@ -124,6 +133,10 @@ def _endpoint(state: ServiceState, handler: Handler, *, authenticated: bool = Tr
             response = await handler(request)
         except ApiError as exc:
             response = exc.response()
+        except asyncio.CancelledError:
+            # the server gave up on this request (its shutdown timeout): still a JSON answer
+            logger.error("request %s was cancelled by the server's shutdown", request_id)
+            response = ApiError(503, "the service is shutting down; retry", retry_after_s=1).response()
         except Exception:
             logger.exception("request %s failed", request_id)
             response = JSONResponse({"message": "internal error", "request_id": request_id}, status_code=500)
@@ -200,6 +213,12 @@ def create_app(config: ServiceConfig) -> Starlette:
         pipelines = state.pipelines
         if pipelines is None:
             return JSONResponse({"ready": False, "reason": "starting"}, status_code=503)
+        readiness = state.readiness
+        ready_workers = readiness.ready_workers()
+        workers = {"expected": readiness.expected, "ready": ready_workers}
+        if not readiness.all_ready():
+            reason = f"{len(ready_workers)} of {readiness.expected} workers ready"
+            return JSONResponse({"ready": False, "reason": reason, "workers": workers}, status_code=503)
         reachable = {}
         for label, (host, port) in pipelines.llm_endpoints().items():
             try:
@@ -215,11 +234,14 @@ def create_app(config: ServiceConfig) -> Starlette:
             # allow_partial: the pipelines that failed to start, and why
             "failed": pipelines.failed,
             "llm_reachable": reachable,
+            "workers": workers,
         }
         return JSONResponse(body, status_code=200 if ok else 503)
 
     async def metrics(request: Request) -> Response:
         if state.pipelines is not None:
+            state.metrics.local_queue_depth.set(state.pipelines.local_gate.queued)
+            state.metrics.in_local.set(state.pipelines.local_gate.running)
             for gate in state.pipelines.gates.values():
                 state.metrics.queue_depth.labels(gate.label).set(gate.queued)
                 state.metrics.in_llm.labels(gate.label).set(gate.running)
@@ -228,9 +250,11 @@ def create_app(config: ServiceConfig) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await state.start()
+        state.readiness.mark()
         try:
             yield
         finally:
+            state.readiness.unmark()
             if state.pipelines is not None:
                 await asyncio.to_thread(state.pipelines.close)
 

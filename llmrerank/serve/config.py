@@ -9,7 +9,7 @@ name, limits, auth, the shared cache directory and the rubrics a request may pic
       kb-cascade: {narrow_with: ["dense:"], narrow_to: 20, llm: "local:", strategy: listwise}
       dense-only: {narrow_with: ["dense:"]}
     rubrics: {support: rubrics/support.yaml}
-    limits: {deadline_s: 20, llm_concurrency: 4, llm_queue: 32, max_documents: 1000}
+    limits: {deadline_s: 20, llm_concurrency: 4, llm_queue: 32, local_queue: 8, max_documents: 1000}
     auth: {tokens_env: LLMRERANK_SERVE_TOKENS, tokens_file: /run/secrets/rerank-tokens}
     allow_partial: false    # true: serve the pipelines that built when another one cannot
 """
@@ -25,6 +25,7 @@ from typing import Any
 from .._yaml import read_yaml_mapping
 from ..errors import UserError
 from ..pipeline import PipelineSpec
+from .limits import default_local_concurrency
 
 __all__ = ["DEFAULT_PIPELINE", "AuthConfig", "Limits", "ServiceConfig"]
 
@@ -60,13 +61,18 @@ class Limits:
     """``deadline_s``: each request's time budget; when it passes, the LLM stage stops and the
     previous stage's order is returned with ``degraded: true``. ``llm_concurrency``: requests
     in an LLM stage at once per LLM backend (per worker); ``llm_queue``: how many more may
-    wait for a slot before the service answers ``429``. Size limits apply to every request;
+    wait for a slot before the service answers ``429``. ``local_concurrency``: local (CPU)
+    stage runs at once per worker (default: the cores this process may use);
+    ``local_queue``: how many more requests may wait for the CPU before ``429`` (default:
+    twice the cores). Size limits apply to every request;
     ``max_body_bytes`` is checked before the body is read (``413``); its default (16 MiB)
     holds ``max_total_chars`` of text even at 6 bytes a character (``\\uXXXX`` escapes)."""
 
     deadline_s: float = 30.0
     llm_concurrency: int = 4
     llm_queue: int = 64
+    local_concurrency: int = field(default_factory=default_local_concurrency)
+    local_queue: int = field(default_factory=lambda: 2 * default_local_concurrency())
     max_documents: int = 1000
     max_document_chars: int = 20_000
     max_total_chars: int = 2_000_000
@@ -77,7 +83,7 @@ class Limits:
         for f in fields(self):
             value = getattr(self, f.name)
             positive = not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0
-            if not positive and not (f.name == "llm_queue" and value == 0):
+            if not positive and not (f.name in ("llm_queue", "local_queue") and value == 0):
                 raise UserError(f"service config: limits.{f.name} must be a positive number")
 
 

@@ -68,6 +68,14 @@ class Metrics:
             "llmrerank_llm_in_flight", "Requests in an LLM stage", ["backend"],
             registry=r, multiprocess_mode="livesum",
         )  # fmt: skip
+        self.local_queue_depth = Gauge(
+            "llmrerank_local_queue_depth", "Requests admitted to the local (CPU) stages, not running one",
+            registry=r, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.in_local = Gauge(
+            "llmrerank_local_in_flight", "Local (CPU) stage runs in progress",
+            registry=r, multiprocess_mode="livesum",
+        )  # fmt: skip
 
     def observe_ranking(self, pipeline: str, ranking: Ranking) -> None:
         for stage in ranking.stages:

@@ -1,5 +1,6 @@
 """The service's named pipelines, each built once by ``PipelineSpec.build`` with its LLM
-stage behind the shared gate of its backend. Requests that pick a registered ``prompt`` or
+stage behind the shared gate of its backend and its local stages behind the worker's CPU
+gate. Requests that pick a registered ``prompt`` or
 a configured ``rubric`` get a variant built the same way (once, then reused).
 
 ``Pipelines.start()`` builds every pipeline and loads its local models. A pipeline that
@@ -22,11 +23,11 @@ from urllib.parse import urlsplit
 from ..backends.local import stop_shared_servers
 from ..cache import DiskCache
 from ..errors import LLMRerankError, UserError
-from ..pipeline import PipelineSpec
+from ..pipeline import PipelineSpec, build_stage
 from ..rerankers.protocol import Reranker
 from ..rubrics import load_rubric
 from .config import Limits, ServiceConfig
-from .limits import BackendGate, GatedLLM
+from .limits import BackendGate, GatedLLM, GatedLocal
 
 __all__ = ["BuiltPipeline", "PipelineUnavailableError", "Pipelines", "StartupError"]
 
@@ -67,6 +68,8 @@ class BuiltPipeline:
     prompt_sha256: str | None
     rubric_ref: str | None = None
     rubric_sha256: str | None = None
+    #: the worker's CPU gate, when the pipeline has local stages
+    local_gate: BackendGate | None = None
 
 
 def _backend_of(llm: Reranker) -> Any:
@@ -88,6 +91,13 @@ class Pipelines:
         self.config = config
         self.cache = cache
         self.gates: dict[str, BackendGate] = {}
+        #: one for every local stage of every pipeline: they share this worker's cores
+        self.local_gate = BackendGate(
+            "local",
+            concurrency=config.limits.local_concurrency,
+            queue=config.limits.local_queue,
+            what="the local (CPU) stages' queue",
+        )
         #: pipelines set aside at start (``allow_partial``): name -> why
         self.failed: dict[str, str] = {}
         self._built: dict[tuple[str, str | None, str | None], BuiltPipeline] = {}
@@ -174,8 +184,30 @@ class Pipelines:
             spec = spec.with_changes(llm=GatedLLM(llm, gate))
             used = getattr(llm, "rubric", None)
             rubric_ref, rubric_sha = getattr(used, "ref", None), getattr(used, "sha256", None)
+        local_gate = None
+        if spec.narrow_with:
+            local_gate = self.local_gate
+            last = len(spec.narrow_with) - 1
+            spec = spec.with_changes(
+                narrow_with=tuple(
+                    GatedLocal(
+                        build_stage(stage, cache=self.cache) if isinstance(stage, str) else stage,
+                        local_gate,
+                        last=index == last,
+                    )
+                    for index, stage in enumerate(spec.narrow_with)
+                )
+            )
         built = BuiltPipeline(
-            name, spec, spec.build(cache=self.cache), gate, prompt_ref, prompt_sha, rubric_ref, rubric_sha
+            name,
+            spec,
+            spec.build(cache=self.cache),
+            gate,
+            prompt_ref,
+            prompt_sha,
+            rubric_ref,
+            rubric_sha,
+            local_gate,
         )
         self._built[(name, prompt, rubric)] = built
         return built

@@ -3,17 +3,21 @@
 Errors use Cohere's shape, ``{"message": ...}``: 400 for a bad request (which limit, which
 field, which models exist, a body nested too deeply to parse, a pipeline that failed to
 start), 413 for a body over ``max_body_bytes`` (checked before it is read), 429 with
-``Retry-After`` when the LLM backend's queue is full.
+``Retry-After`` when the LLM backend's queue or the local (CPU) stages' queue is full.
 An LLM failure or a passed deadline is never an error: the response keeps the previous
-stage's order and ``meta.degraded`` says why.
+stage's order and ``meta.degraded`` says why. Every request is answered by its deadline
+plus ``ANSWER_GRACE_S`` at the latest: a pipeline that has not returned by then (it cannot,
+unless something blocks the event loop) is a ``503`` with ``Retry-After``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from collections.abc import Mapping
+from contextlib import AsyncExitStack
 from typing import Any
 
 from pydantic import ValidationError
@@ -24,12 +28,22 @@ from .._json import parse_json
 from ..errors import LLMRerankError, UserError
 from ..types import Ranking
 from .config import Limits
-from .limits import QueueFull, request_deadline
+from .limits import QueueFull, local_admission, request_deadline
 from .metrics import Metrics
 from .pipelines import BuiltPipeline, Pipelines, PipelineUnavailableError
 from .wire import RerankRequest, RerankResponse, RerankResult
 
-__all__ = ["ApiError", "rerank"]
+__all__ = ["ANSWER_GRACE_S", "ApiError", "rerank", "shutdown_grace_s"]
+
+#: past its deadline, a request's pipeline has this long to return before the answer is a 503
+ANSWER_GRACE_S = 2.0
+
+
+def shutdown_grace_s(limits: Limits) -> int:
+    """How long a graceful shutdown waits for in-flight requests before the server cancels
+    them (uvicorn's ``timeout_graceful_shutdown``): longer than any request can take, so
+    every in-flight request gets its own answer."""
+    return math.ceil(limits.deadline_s + ANSWER_GRACE_S) + 3
 
 
 class ApiError(Exception):
@@ -164,6 +178,32 @@ async def _parse(request: Request, max_bytes: int) -> RerankRequest:
         raise ApiError(400, _validation_message(exc)) from None
 
 
+async def _within_deadline(
+    built: BuiltPipeline, query: str, candidates: list[dict[str, str]], top_n: int | None, deadline: float
+) -> Ranking:
+    """The pipeline's ranking; a ``503`` if it has not returned ``ANSWER_GRACE_S`` after the
+    deadline (its stages degrade at the deadline, so only a blocked event loop gets here)."""
+    work = asyncio.ensure_future(built.reranker.arerank(query, candidates, top_k=top_n))
+    loop = asyncio.get_running_loop()
+    try:
+        done, _ = await asyncio.wait({work}, timeout=max(0.0, deadline - loop.time()) + ANSWER_GRACE_S)
+    except asyncio.CancelledError:
+        work.cancel()
+        raise
+    if not done:
+        work.cancel()
+        work.add_done_callback(_consume)
+        raise ApiError(
+            503, "the pipeline could not answer within the request deadline; retry later", retry_after_s=1
+        )
+    return work.result()
+
+
+def _consume(task: asyncio.Future[Ranking]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 async def rerank(
     request: Request, pipelines: Pipelines, metrics: Metrics, *, api_version: str
 ) -> JSONResponse:
@@ -188,15 +228,23 @@ async def rerank(
     candidates = [
         {"id": str(i), "text": _truncate_words(t, body.max_tokens_per_doc)} for i, t in enumerate(texts)
     ]
-    token = request_deadline.set(deadline)
+    deadline_token = request_deadline.set(deadline)
+    admission_token = local_admission.set(None)
     try:
-        if built.gate is None:
-            ranking = await built.reranker.arerank(body.query, candidates, top_k=body.top_n)
-        else:
-            async with built.gate.admit():
-                ranking = await built.reranker.arerank(body.query, candidates, top_k=body.top_n)
+        async with AsyncExitStack() as admitted:
+            # the CPU gate first: a request refused by the LLM's gate gives its place back
+            if built.local_gate is not None:
+                local_admission.set(await admitted.enter_async_context(built.local_gate.admit()))
+            if built.gate is not None:
+                await admitted.enter_async_context(built.gate.admit())
+            ranking = await _within_deadline(built, body.query, candidates, body.top_n, deadline)
     except QueueFull as exc:
-        metrics.rejected.labels("queue_full").inc()
+        reason = (
+            "local_queue_full"
+            if built.local_gate is not None and exc.what == built.local_gate.what
+            else "queue_full"
+        )
+        metrics.rejected.labels(reason).inc()
         metrics.requests.labels(name, "429").inc()
         raise ApiError(429, str(exc), retry_after_s=exc.retry_after_s) from None
     except UserError as exc:
@@ -204,8 +252,12 @@ async def rerank(
     except LLMRerankError as exc:
         metrics.requests.labels(name, "500").inc()
         raise ApiError(500, f"{type(exc).__name__}: {exc}") from None
+    except ApiError as exc:
+        metrics.requests.labels(name, str(exc.status)).inc()
+        raise
     finally:
-        request_deadline.reset(token)
+        local_admission.reset(admission_token)
+        request_deadline.reset(deadline_token)
     latency = time.perf_counter() - started
     metrics.observe_ranking(name, ranking)
     metrics.request_latency.labels(name).observe(latency)

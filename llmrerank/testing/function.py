@@ -16,6 +16,7 @@ from typing import Any
 
 from ..backends.base import Backend, BackendReply, BackendRequest
 from ..errors import UserError
+from ..stepping import drive
 from ..strategies.plan import Answer, LLMRequest, Outcome, Plan
 from ..types import CallRecord, Usage
 
@@ -103,14 +104,12 @@ def drive_plan(plan: Plan, answer: Callable[[LLMRequest], Any]) -> DrivenPlan:
     """Step ``plan`` to its outcome; ``answer(request)`` gives each request's parsed value
     (a grade, a permutation, a choice), as the driver would after parsing."""
     rounds: list[list[LLMRequest]] = []
-    try:
-        batch: Sequence[LLMRequest] = next(plan)
-        while True:
-            rounds.append(list(batch))
-            index = len(rounds) - 1
-            batch = plan.send([Answer(answer(request), _record(request, index)) for request in batch])
-    except StopIteration as done:
-        return DrivenPlan(done.value, rounds)
+
+    def answer_round(batch: Sequence[LLMRequest]) -> list[Answer]:
+        rounds.append(list(batch))
+        return [Answer(answer(request), _record(request, len(rounds) - 1)) for request in batch]
+
+    return DrivenPlan(drive(plan, answer_round), rounds)
 
 
 class ScriptedAnswers:

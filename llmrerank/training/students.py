@@ -159,8 +159,8 @@ def train_student(
     checkpoints go to ``work_dir``. Returns the (best) model and what happened."""
     try:
         import datasets
-        import sentence_transformers as st
 
+        importlib.import_module("sentence_transformers")
         transformers: Any = importlib.import_module("transformers")
     except ImportError as exc:
         raise UserError(
@@ -171,13 +171,10 @@ def train_student(
     loss_name = settings.loss_for(kind)
     batch_size = settings.batch_size or 1
     transformers.set_seed(settings.seed)
+    model = _load_student(kind, base_model, settings)
     if kind == "cross-encoder":
-        model = st.CrossEncoder(base_model, num_labels=1, max_length=settings.max_length, device="cpu")
         rows = cross_encoder_rows(train, settings, loss_name)
     else:
-        model = st.SentenceTransformer(base_model, device="cpu")
-        if settings.max_length is not None:
-            model.max_seq_length = settings.max_length
         rows = dense_rows(train, settings, loss_name)
     n_rows = len(next(iter(rows.values())))
     if n_rows == 0:
@@ -267,9 +264,16 @@ def train_student(
         if key in entry
     ]
     best = max(history, key=lambda h: h["ndcg@10"]) if history else None
+    model = trainer.model
     if before is not None and best is not None and before >= best["ndcg@10"]:
-        emit("[distill] no validation gain over the base model; the trained weights are kept anyway")
-    return trainer.model, StudentRun(
+        # early stopping counts the base model as step 0: no step beat it, so it is the output
+        emit(
+            f"[distill] no step beat the base model on validation ({best['ndcg@10']:.4f} at best, "
+            f"base {before:.4f}): the output keeps the base model's weights"
+        )
+        model = _load_student(kind, base_model, settings)
+        best = {"step": 0.0, "ndcg@10": before}
+    return model, StudentRun(
         steps=int(trainer.state.global_step),
         train_rows=n_rows,
         validation_before=before,
@@ -277,3 +281,14 @@ def train_student(
         best_step=None if best is None else int(best["step"]),
         history=history,
     )
+
+
+def _load_student(kind: str, base_model: str, settings: TrainSettings) -> Any:
+    import sentence_transformers as st
+
+    if kind == "cross-encoder":
+        return st.CrossEncoder(base_model, num_labels=1, max_length=settings.max_length, device="cpu")
+    model = st.SentenceTransformer(base_model, device="cpu")
+    if settings.max_length is not None:
+        model.max_seq_length = settings.max_length
+    return model
