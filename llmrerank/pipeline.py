@@ -38,8 +38,8 @@ from .types import as_count, as_seconds
 
 if TYPE_CHECKING:
     from .cache import DiskCache
-    from .driver import RetryPolicy
     from .pricing import PriceTable
+    from .retry import RetryPolicy
 
 __all__ = [
     "DEFAULT_NARROW_TO",

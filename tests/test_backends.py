@@ -10,20 +10,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from llmrerank import (
-    BackendTimeoutError,
-    DiskCache,
-    Endpoint,
-    LLMReranker,
-    ParseError,
-    RateLimitError,
-    TerminalBackendError,
-    TransientBackendError,
-    UserError,
-)
-from llmrerank.backends import AnthropicBackend, OpenAIBackend, make_backend
+from llmrerank import DiskCache, LLMReranker, ParseError, UserError
+from llmrerank.backends import AnthropicBackend, Endpoint, OpenAIBackend, make_backend
 from llmrerank.backends.base import BackendRequest
-from llmrerank.driver import RetryPolicy
+from llmrerank.errors import BackendTimeoutError, RateLimitError, TerminalBackendError, TransientBackendError
+from llmrerank.retry import RetryPolicy
 from llmrerank.testing import Fault, Hang, Reply, WireServer, always, scripted
 
 FAST = RetryPolicy(max_attempts=3, base_s=0.01, max_wait_s=2.0)

@@ -20,8 +20,9 @@ import yaml
 
 from llmrerank.errors import UserError
 from llmrerank.evaluation.batch_state import BatchOptions
-from llmrerank.evaluation.pipelines import PipelineSpec
-from llmrerank.evaluation.runner import DatasetSpec, Experiment, run_experiment
+from llmrerank.evaluation.experiment import DatasetSpec, Experiment, batch_options
+from llmrerank.evaluation.runner import run_experiment
+from llmrerank.pipeline import PipelineSpec
 from llmrerank.pricing import PriceTable
 from llmrerank.settings import TREC_FILES, asset
 from llmrerank.testing import Fault, SimulatedJudge, WireRequest, WireResponse
@@ -46,6 +47,7 @@ def server(judge: SimulatedJudge) -> Iterator[BatchWireServer]:
 
 
 def experiment(server: BatchWireServer, api: str, cache: Path, *, batch: Any = None) -> Experiment:
+    """``batch``: as in a config file (true, or a mapping of options)."""
     base_url = server.openai_base_url if api == "openai" else server.anthropic_base_url
     return Experiment(
         name=f"dl19-{api}",
@@ -61,7 +63,7 @@ def experiment(server: BatchWireServer, api: str, cache: Path, *, batch: Any = N
         ),
         metrics=("ndcg@10",),
         cache_dir=str(cache),
-        batch=batch,
+        batch=batch_options(batch),
     )
 
 
@@ -200,7 +202,7 @@ def test_a_killed_run_resumes_without_paying_twice(judge: SimulatedJudge, tmp_pa
         assert len(server.batches) >= 2  # killed while a later round was in flight
         assert list(out.glob("*.batch.json"))
 
-        resumed = run(replace(exp, name="killed", batch=FAST), out)
+        resumed = run(replace(exp, name="killed", batch=batch_options(FAST)), out)
     assert Counter(server.submitted).most_common(1)[0][1] == 1  # nothing was submitted twice
     assert len(server.submitted) == resumed["calls"] == 9
     assert resumed["batch"]["rounds"] == 3
@@ -208,12 +210,12 @@ def test_a_killed_run_resumes_without_paying_twice(judge: SimulatedJudge, tmp_pa
 
 
 def test_batch_options_and_prices() -> None:
-    assert BatchOptions.from_config(None) is None
-    assert BatchOptions.from_config(False) is None
-    assert BatchOptions.from_config(True) == BatchOptions()
-    assert BatchOptions.from_config({"poll_s": 1}) == BatchOptions(poll_s=1)
+    assert batch_options(None) is None
+    assert batch_options(False) is None
+    assert batch_options(True) == BatchOptions()
+    assert batch_options({"poll_s": 1}) == BatchOptions(poll_s=1)
     with pytest.raises(UserError, match="unknown keys"):
-        BatchOptions.from_config({"poll": 1})
+        batch_options({"poll": 1})
     prices = PriceTable()
     assert prices.cost("gpt-4o-mini", 1_000_000, 0, batch=True) == pytest.approx(0.075)
     assert prices.cost("gpt-4o-mini", 1_000_000, 0) == pytest.approx(0.15)

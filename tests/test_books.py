@@ -21,11 +21,12 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from llmrerank import Cascade, LLMReranker, ParseError, Stage, TerminalBackendError
+from llmrerank import Cascade, LLMReranker, ParseError, Stage
 from llmrerank.backends.base import BackendRequest
 from llmrerank.cli import main
-from llmrerank.driver import RetryPolicy
+from llmrerank.errors import TerminalBackendError
 from llmrerank.evaluation.datasets import load_dataset
+from llmrerank.retry import RetryPolicy
 from llmrerank.settings import TREC_FILES, asset
 from llmrerank.strategies import Listwise
 from llmrerank.testing import (

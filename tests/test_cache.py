@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from llmrerank import CacheError, DiskCache, UserError
+from llmrerank import DiskCache, UserError
 from llmrerank._readonly_cache import ReadOnlyStore
 from llmrerank.cache import request_key
+from llmrerank.errors import CacheError
 from llmrerank.rerankers.llm import LLMReranker
 from llmrerank.settings import TREC_FILES, asset
 from llmrerank.testing import FunctionBackend

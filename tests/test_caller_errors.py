@@ -13,20 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from llmrerank import (
-    BudgetError,
-    Candidate,
-    CandidateError,
-    Cascade,
-    LLMReranker,
-    PipelineSpec,
-    Ranking,
-    Stage,
-    UserError,
-    hybrid,
-)
+from llmrerank import Candidate, Cascade, LLMReranker, PipelineSpec, Ranking, Stage, UserError, hybrid
 from llmrerank._concurrency import Limiter
 from llmrerank.backends import AnthropicBackend, OpenAIBackend
+from llmrerank.errors import BudgetError, CandidateError
 from llmrerank.rerankers.cross_encoder import CrossEncoderReranker
 from llmrerank.rerankers.dense import DenseReranker
 from llmrerank.rerankers.protocol import FirstStage

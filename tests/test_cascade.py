@@ -11,9 +11,9 @@ import pytest
 
 from llmrerank import Cascade, LLMReranker, ParseError, Stage, UserError, hybrid
 from llmrerank.backends import OpenAIBackend
-from llmrerank.driver import RetryPolicy
 from llmrerank.pricing import PriceTable
 from llmrerank.rerankers.protocol import ranking_from_scores
+from llmrerank.retry import RetryPolicy
 from llmrerank.testing import Fault, Hang, WireServer, always, scripted
 from llmrerank.types import CandidateLike, Ranking, as_candidates
 

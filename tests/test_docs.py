@@ -167,7 +167,7 @@ def load_yaml_block(block: Block, tmp_path: Path) -> None:
 
         Rubric.from_dict(raw)
     elif "datasets" in raw:
-        from llmrerank.evaluation.runner import load_experiment
+        from llmrerank.evaluation.experiment import load_experiment
 
         path = tmp_path / "experiment.yaml"
         path.write_text(block.code, "utf-8")

@@ -9,16 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from llmrerank import (
-    DiskCache,
-    LLMReranker,
-    ParseError,
-    RateLimitError,
-    TerminalBackendError,
-    TransientBackendError,
-)
+from llmrerank import DiskCache, LLMReranker, ParseError
 from llmrerank.backends.base import Backend, BackendReply, BackendRequest
-from llmrerank.driver import RetryPolicy
+from llmrerank.errors import RateLimitError, TerminalBackendError, TransientBackendError
+from llmrerank.retry import RetryPolicy
 from llmrerank.types import Usage
 
 FAST = RetryPolicy(max_attempts=3, base_s=0.001, max_wait_s=0.01)

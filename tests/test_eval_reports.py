@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from llmrerank import BudgetError
 from llmrerank.cli import main
+from llmrerank.errors import BudgetError
 from llmrerank.evaluation import load_experiment, run_experiment, write_report
 from llmrerank.evaluation.compare import Significance, adjust_pvalues, compare_many
 from llmrerank.evaluation.estimate import estimate

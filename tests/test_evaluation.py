@@ -11,8 +11,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from llmrerank import BudgetError
 from llmrerank.cli import main
+from llmrerank.errors import BudgetError, UserError
 from llmrerank.evaluation import (
     compare_results,
     evaluate,
@@ -23,7 +23,11 @@ from llmrerank.evaluation import (
     run_experiment,
     write_report,
 )
-from llmrerank.evaluation.pipelines import PipelineSpec, expand_pipelines
+from llmrerank.evaluation.batch_state import BatchOptions
+from llmrerank.evaluation.pipelines import expand_pipelines
+from llmrerank.evaluation.ray_executor import RayOptions
+from llmrerank.evaluation.records import Checkpoint
+from llmrerank.pipeline import PipelineSpec
 from llmrerank.prompts import builtin_prompts_dir
 from llmrerank.rerankers.protocol import ranking_from_order
 from llmrerank.types import CandidateLike, Ranking, as_candidates
@@ -122,6 +126,37 @@ def test_runs_resume_after_an_interruption(tmp_path: Path) -> None:
     assert set(result.data["per_query"]["ndcg@10"]) == {q.qid for q in load_dataset("dl19", limit=4).queries}
     saved = load_result(tmp_path / "out" / "dl19__reverse__r0.json")
     assert saved["schema"] == "llmrerank.eval/1"
+
+
+def test_a_checkpoint_line_is_on_disk_once_appended_and_a_cut_line_is_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "dl19__x__r0.partial.jsonl"
+    record = {"qid": "q1", "cost_usd": 0.5}
+    with Checkpoint(path) as checkpoint:
+        checkpoint.append(record)
+        assert Checkpoint(path).done == {"q1": record}  # read by another process meanwhile
+    path.write_text(path.read_text() + '{"qid": "q2", "cos')  # the run was killed mid-line
+    resumed = Checkpoint(path)
+    assert resumed.done == {"q1": record}
+    assert resumed.beside(".paid.jsonl") == tmp_path / "dl19__x__r0.paid.jsonl"
+    resumed.finish()
+    assert not path.exists()
+
+
+def test_batch_and_executor_are_typed_options_once_the_config_loads(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "c.yaml", [{"name": "bm25"}], batch={"poll_s": 1}, executor={"workers": 3}
+    )
+    experiment = load_experiment(config)
+    assert experiment.batch == BatchOptions(poll_s=1)
+    assert experiment.executor == RayOptions(workers=3)
+    plain = load_experiment(write_config(tmp_path / "p.yaml", [{"name": "bm25"}], executor="local"))
+    assert (plain.batch, plain.executor) == (None, None)
+    on_ray = load_experiment(write_config(tmp_path / "r.yaml", [{"name": "bm25"}], executor="ray"))
+    assert on_ray.executor == RayOptions()
+    with pytest.raises(UserError, match=r"executor: unknown keys \['worker'\]"):
+        load_experiment(write_config(tmp_path / "k.yaml", [{"name": "bm25"}], executor={"worker": 3}))
+    with pytest.raises(UserError, match="executor: 'local', 'ray'"):
+        load_experiment(write_config(tmp_path / "e.yaml", [{"name": "bm25"}], executor="cluster"))
 
 
 def test_simulated_llm_pipeline_records_calls_prompts_and_cache_hits(tmp_path: Path) -> None:

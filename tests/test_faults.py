@@ -21,7 +21,6 @@ from llmrerank import DiskCache, LLMReranker
 from llmrerank.backends.anthropic import AnthropicBackend
 from llmrerank.backends.base import Backend
 from llmrerank.backends.openai import OpenAIBackend
-from llmrerank.driver import RetryPolicy
 from llmrerank.errors import (
     BackendTimeoutError,
     MalformedReplyError,
@@ -32,6 +31,7 @@ from llmrerank.errors import (
     TransientBackendError,
 )
 from llmrerank.rerankers.cascade import Cascade, Stage
+from llmrerank.retry import RetryPolicy
 from llmrerank.testing.faults import Drip, FaultResponse, FaultServer, RawBody, Refusal, ResetMidBody
 from llmrerank.testing.server import Fault, Hang, Reply, WireRequest
 

@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
-from llmrerank import BackendError, BudgetError, CandidateError
+from llmrerank import BackendError
 from llmrerank.backends import make_backend
 from llmrerank.backends.base import BackendRequest
 from llmrerank.backends.llama_server import DEFAULT_CTX_PER_SLOT, LocalLLMServer, default_model_path
 from llmrerank.cli.rerank import spec_from_flags
+from llmrerank.errors import BudgetError, CandidateError
 from llmrerank.rerankers.llm import LLMReranker
 from llmrerank.settings import asset
 from llmrerank.strategies.base import estimate_tokens

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from llmrerank import CandidateError, DiskCache, UserError
+from llmrerank import DiskCache, UserError
 from llmrerank.cli import main
+from llmrerank.errors import CandidateError
 from llmrerank.pipeline import build_stage
 from llmrerank.rerankers import _onnx
 from llmrerank.rerankers.cross_encoder import CrossEncoderReranker

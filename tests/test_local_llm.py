@@ -14,20 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from llmrerank import (
-    Cascade,
-    DiskCache,
-    LLMReranker,
-    LocalServerError,
-    Ranking,
-    Stage,
-    as_candidates,
-    ranking_from_order,
-)
+from llmrerank import Cascade, DiskCache, LLMReranker, Ranking, Stage
 from llmrerank.backends import AnthropicBackend, OpenAIBackend, make_backend
 from llmrerank.backends.llama_server import LocalLLMServer, default_model_path
+from llmrerank.errors import LocalServerError
+from llmrerank.rerankers.protocol import ranking_from_order
 from llmrerank.strategies import Listwise, Pairwise, Pointwise, Setwise, Strategy
-from llmrerank.types import CandidateLike
+from llmrerank.types import CandidateLike, as_candidates
 
 from .conftest import TrecQuery
 

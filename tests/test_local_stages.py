@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llmrerank import CandidateError, DiskCache, UserError
+from llmrerank import DiskCache, UserError
+from llmrerank.errors import CandidateError
 from llmrerank.pipeline import build_stage
 from llmrerank.rerankers.cross_encoder import CrossEncoderReranker, default_cross_encoder
 from llmrerank.rerankers.dense import DenseReranker, default_dense_model

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from llmrerank import LLMReranker, make_strategy
+from llmrerank import LLMReranker
 from llmrerank.backends import BackendRequest
 from llmrerank.outputs import BestChoice, GradeOutput, PermutationOutput, Preference
 from llmrerank.prompts import load_prompt
-from llmrerank.strategies import Listwise, Pairwise, Pointwise, Setwise, Strategy
+from llmrerank.strategies import Listwise, Pairwise, Pointwise, Setwise, Strategy, make_strategy
 from llmrerank.strategies.base import PlanContext
 from llmrerank.strategies.plan import Answer, LLMRequest
 from llmrerank.testing import FunctionBackend, ScriptedAnswers, drive_plan

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from llmrerank import LocalServerError
 from llmrerank.backends.llama_build import PORTABLE_CPU_ARGS, describe_exit
 from llmrerank.backends.llama_server import LocalLLMServer
+from llmrerank.errors import LocalServerError
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,9 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from llmrerank import DEFAULT_RUBRIC, PromptError, PromptLibrary, load_prompt
+from llmrerank import DEFAULT_RUBRIC, load_prompt
 from llmrerank._quoting import choose_boundary
-from llmrerank.prompts import LOCK_FILE, PromptRef, RenderedPrompt, builtin_prompts_dir, release_prompts
+from llmrerank.errors import PromptError
+from llmrerank.prompts import (
+    LOCK_FILE,
+    PromptLibrary,
+    PromptRef,
+    RenderedPrompt,
+    builtin_prompts_dir,
+    release_prompts,
+)
 from llmrerank.testing.judge import parse_prompt
 
 ROOT = builtin_prompts_dir()

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from llmrerank.evaluation.pipelines import PipelineSpec
-from llmrerank.evaluation.runner import DatasetSpec, Experiment, run_experiment
+from llmrerank.evaluation.experiment import DatasetSpec, Experiment, executor_options
+from llmrerank.evaluation.runner import run_experiment
+from llmrerank.pipeline import PipelineSpec
 
 ray = pytest.importorskip("ray")
 # Ray Data's own DataContext sets options it deprecated itself
@@ -33,6 +34,7 @@ def local_ray() -> Iterator[Any]:
 
 
 def small_experiment(cache: Path, executor: Any = None) -> Experiment:
+    """``executor``: as in a config file (local, ray, or a mapping of options)."""
     return Experiment(
         name="ray-dl19",
         datasets=(DatasetSpec("dl19", limit=4, depth=20),),
@@ -46,7 +48,7 @@ def small_experiment(cache: Path, executor: Any = None) -> Experiment:
         ),
         metrics=("ndcg@10", "mrr@10"),
         cache_dir=str(cache),
-        executor=executor,
+        executor=executor_options(executor),
     )
 
 

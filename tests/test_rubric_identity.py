@@ -11,8 +11,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from llmrerank import DEFAULT_RUBRIC, PipelineSpec, Rubric, RubricError
+from llmrerank import DEFAULT_RUBRIC, PipelineSpec, Rubric
 from llmrerank.cli import main
+from llmrerank.errors import RubricError
 from llmrerank.evaluation import load_experiment, run_experiment
 from llmrerank.rubrics import RubricLibrary, load_rubric, release_rubrics
 from llmrerank.serve.process import ServiceProcess

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from llmrerank import DEFAULT_RUBRIC, Rubric, RubricError, load_prompt
+from llmrerank import DEFAULT_RUBRIC, Rubric, load_prompt
+from llmrerank.errors import RubricError
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "evals" / "rubrics"
 

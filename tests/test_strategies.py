@@ -8,8 +8,9 @@ import json
 import pytest
 from ranx import Qrels, Run, evaluate
 
-from llmrerank import BudgetError, LLMReranker, UserError
+from llmrerank import LLMReranker, UserError
 from llmrerank.backends import OpenAIBackend
+from llmrerank.errors import BudgetError
 from llmrerank.strategies import Listwise, Pairwise, Pointwise, Setwise, Strategy
 from llmrerank.strategies.listwise import sliding_windows
 from llmrerank.testing import Reply, WireServer, scripted

@@ -375,8 +375,9 @@ def test_a_distilled_cross_encoder_loads_through_stage_specs_torch_and_onnx(
 def test_the_eval_report_of_a_distilled_stage_names_its_training_labels(
     distilled_ce: tuple[Path, Path, dict[str, Any], list[str]], tmp_path: Path
 ) -> None:
+    from llmrerank.evaluation.experiment import DatasetSpec, Experiment
     from llmrerank.evaluation.report import write_report
-    from llmrerank.evaluation.runner import DatasetSpec, Experiment, run_experiment
+    from llmrerank.evaluation.runner import run_experiment
 
     labels, out, _, _ = distilled_ce
     experiment = Experiment(

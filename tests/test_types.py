@@ -3,7 +3,8 @@ from itertools import pairwise
 import pytest
 
 import llmrerank
-from llmrerank import Candidate, CandidateError
+from llmrerank import Candidate
+from llmrerank.errors import CandidateError
 from llmrerank.rerankers.protocol import ranking_from_scores
 from llmrerank.types import as_candidates, as_query
 

@@ -25,8 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llmrerank.evaluation.pipelines import PipelineSpec
-from llmrerank.evaluation.runner import DatasetSpec, Experiment, run_experiment
+from llmrerank.evaluation.batch_state import BatchOptions
+from llmrerank.evaluation.experiment import DatasetSpec, Experiment
+from llmrerank.evaluation.runner import run_experiment
+from llmrerank.pipeline import PipelineSpec
 from llmrerank.settings import TREC_FILES, asset
 from llmrerank.testing import SimulatedJudge
 from llmrerank.testing.batch_server import BatchWireServer
@@ -60,7 +62,7 @@ def run_mode(dataset: str, args: argparse.Namespace, batch: bool) -> list[dict[s
                 ),
                 metrics=("ndcg@10",),
                 cache_dir=str(Path(scratch) / f"cache-{name}"),
-                batch={"poll_s": 0.05, "poll_max_s": 0.2} if batch else None,
+                batch=BatchOptions(poll_s=0.05, poll_max_s=0.2) if batch else None,
             )
             started = time.perf_counter()
             (result,) = run_experiment(experiment, Path(scratch) / name, progress=False)

@@ -2,9 +2,10 @@
 
 A ``BatchClient`` wraps a wire-format backend (``OpenAIBackend``, ``AnthropicBackend``)
 and reuses its request arguments and reply parsing, so a batched reply is the same
-``BackendReply`` an online call gives. ``batch_client_for(backend)`` picks the client.
-Per-request outcomes are a ``BackendReply`` or a ``BatchFailure`` (expired, errored,
-missing); the caller decides whether to ask again.
+``BackendReply`` an online call gives. Per-request outcomes are a ``BackendReply`` or a
+``BatchFailure`` (expired, errored, missing); the caller decides whether to ask again.
+``batch_clients.batch_client_for(backend)`` picks the client (kept apart: a contract does
+not import its implementations).
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ..errors import UserError
 from .base import Backend, BackendReply, BackendRequest
 
-__all__ = ["BatchClient", "BatchFailure", "BatchItem", "BatchStatus", "batch_client_for"]
+__all__ = ["BatchClient", "BatchFailure", "BatchItem", "BatchStatus"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,20 +58,3 @@ class BatchClient(ABC):
     @abstractmethod
     def results(self, batch_id: str) -> dict[str, BackendReply | BatchFailure]:
         """The outcome of every request of a finished batch, by ``custom_id``."""
-
-
-def batch_client_for(backend: Backend) -> BatchClient:
-    """The batch client for ``backend``'s wire format (OpenAI Files + Batches, Anthropic
-    Message Batches)."""
-    from .anthropic import AnthropicBackend
-    from .openai import OpenAIBackend
-
-    if isinstance(backend, OpenAIBackend):
-        from .batch_openai import OpenAIBatchClient
-
-        return OpenAIBatchClient(backend)
-    if isinstance(backend, AnthropicBackend):
-        from .batch_anthropic import AnthropicBatchClient
-
-        return AnthropicBatchClient(backend)
-    raise UserError(f"{backend!r} has no batch API; batch mode needs an openai:, anthropic: or sim: model")

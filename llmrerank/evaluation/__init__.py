@@ -20,20 +20,22 @@ from .datasets import (
     load_dataset,
     read_qrels,
 )
+from .experiment import DatasetSpec, Experiment, load_experiment
 from .metrics import DEFAULT_METRICS, evaluate
-from .pipelines import PipelineSpec, expand_pipelines
+from .pipelines import expand_pipelines
 from .report import write_report
-from .runner import Experiment, load_experiment, run_experiment
+from .runner import RunResult, run_experiment
 from .sweep import sweep_depths
 
 __all__ = [
     "DEFAULT_METRICS",
     "Comparison",
+    "DatasetSpec",
     "EvalQuery",
     "Experiment",
     "GateRule",
     "GoldenSet",
-    "PipelineSpec",
+    "RunResult",
     "Significance",
     "adjust_pvalues",
     "compare_many",

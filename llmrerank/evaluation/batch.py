@@ -25,11 +25,11 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from ..backends.base import BackendReply, BackendRequest
-from ..backends.batch_base import BatchClient, BatchFailure, BatchItem, batch_client_for
+from ..backends.batch_base import BatchClient, BatchFailure, BatchItem
+from ..backends.batch_clients import batch_client_for
 from ..driver import Driver
 from ..errors import BackendError, CallCancelledError, LLMRerankError
 from ..pricing import PriceTable
@@ -41,9 +41,9 @@ from ..strategies.plan import Answer, LLMRequest, Outcome
 from ..types import CallRecord, Candidate, Ranking, Usage
 from .batch_state import BatchOptions, BatchState, wait_for_batch, with_retries
 from .datasets import EvalQuery, GoldenSet
-from .records import query_record
+from .records import Checkpoint, query_record
 
-__all__ = ["BatchOptions", "run_batch_mode", "run_in_batches"]
+__all__ = ["run_in_batches"]
 
 logger = logging.getLogger("llmrerank")
 
@@ -280,25 +280,22 @@ class _Lockstep:
 def run_in_batches(
     reranker: Reranker,
     golden: GoldenSet,
-    done: dict[str, dict[str, Any]],
-    checkpoint: Path,
+    checkpoint: Checkpoint,
     prices: PriceTable,
     options: BatchOptions,
 ) -> dict[str, Any]:
-    """Rerank every query of ``golden`` not yet in ``done`` in batch rounds, appending each
-    finished query to ``checkpoint`` (at batch prices). Returns the run's batch summary."""
-    state = BatchState(checkpoint.with_name(checkpoint.name.replace(".partial.jsonl", ".batch.json")), done)
-    todo = [q for q in golden.queries if q.qid not in done]
-    with checkpoint.open("a", encoding="utf-8") as sink:
+    """Rerank every query of ``golden`` not yet in ``checkpoint`` in batch rounds, appending
+    each finished query there (at batch prices). Returns the run's batch summary."""
+    state = BatchState(checkpoint.beside(".batch.json"), checkpoint.done)
+    todo = [q for q in golden.queries if q.qid not in checkpoint.done]
+    with checkpoint:
 
         def finished(query: EvalQuery, ranking: Ranking, started: float) -> None:
             # answers paid in an earlier process of this run come back as cache hits: theirs
             ranking = replace(ranking, calls=state.paid.settle(query.qid, ranking.calls))
             record = query_record(query.qid, ranking, time.perf_counter() - started, prices)
             record["cost_usd"] = prices.cost_of(ranking.calls, batch=True)
-            sink.write(json.dumps(record) + "\n")
-            sink.flush()
-            done[query.qid] = record
+            checkpoint.append(record)
 
         if not isinstance(reranker, Cascade) or not any(
             isinstance(s.reranker, LLMReranker) for s in reranker.stages
@@ -317,19 +314,3 @@ def run_in_batches(
     rounds = state.rounds
     state.finish()
     return {"rounds": rounds, "provider": engine.client.provider}
-
-
-def run_batch_mode(
-    config: Any,
-    reranker: Reranker,
-    golden: GoldenSet,
-    done: dict[str, dict[str, Any]],
-    checkpoint: Path,
-    prices: PriceTable,
-) -> dict[str, Any] | None:
-    """The eval runner's hook: with ``batch:`` set in the experiment (``config``), answer
-    every unfinished query through provider batches; otherwise do nothing (None)."""
-    options = BatchOptions.from_config(config)
-    if options is None:
-        return None
-    return run_in_batches(reranker, golden, done, checkpoint, prices, options)

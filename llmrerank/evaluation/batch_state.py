@@ -16,10 +16,10 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from .._concurrency import CancelToken, Limiter
 from ..backends.batch_base import BatchClient, BatchStatus
@@ -45,21 +45,6 @@ class BatchOptions:
     poll_max_s: float = 300.0
     max_attempts: int = 3
     timeout_s: float | None = None
-
-    @classmethod
-    def from_config(cls, value: Any) -> BatchOptions | None:
-        """``batch: true`` or ``batch: {poll_s: 5, ...}`` in an experiment config."""
-        if value is None or value is False:
-            return None
-        if value is True:
-            return cls()
-        if not isinstance(value, Mapping):
-            raise UserError(f"batch: expects true/false or a mapping of {[f.name for f in fields(cls)]}")
-        known = {f.name for f in fields(cls)}
-        unknown = set(value) - known
-        if unknown:
-            raise UserError(f"batch: unknown keys {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**value)
 
 
 class BatchState:

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from ..errors import BudgetError, UserError
+from .batch_state import BatchOptions
 from .compare import (
     CORRECTIONS,
     TESTS,
@@ -20,9 +21,12 @@ from .compare import (
     load_result,
     parse_gate,
 )
+from .estimate import estimate
+from .experiment import load_experiment
 from .progress import Progress
+from .ray_executor import RayOptions
 from .report import write_report
-from .runner import estimate, load_experiment, run_experiment
+from .runner import run_experiment
 from .sweep import sweep_depths
 
 __all__ = ["eval_group"]
@@ -69,12 +73,12 @@ def run_command(
 ) -> None:
     """Run an experiment config; writes one results JSON per dataset × pipeline × repeat."""
     experiment = load_experiment(config)
-    if batch and not experiment.batch:
-        experiment = dataclasses.replace(experiment, batch=True)
-    if executor == "local" or (executor == "ray" and address is None):
-        experiment = dataclasses.replace(experiment, executor=executor)
+    if batch and experiment.batch is None:
+        experiment = dataclasses.replace(experiment, batch=BatchOptions())
+    if executor == "local":
+        experiment = dataclasses.replace(experiment, executor=None)
     elif executor == "ray":
-        experiment = dataclasses.replace(experiment, executor={"address": address})
+        experiment = dataclasses.replace(experiment, executor=RayOptions(address=address))
     if dry_run:
         total = 0.0
         for row in estimate(experiment):

@@ -9,16 +9,17 @@ the instructions), so ``--dry-run`` prints a ceiling on calls and an estimate of
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+from ..errors import BudgetError
+from ..pipeline import PipelineSpec
 from ..pricing import PriceTable
 from .datasets import EvalQuery, load_dataset
-from .pipelines import PipelineSpec
+from .experiment import Experiment
 
-if TYPE_CHECKING:
-    from .runner import Experiment
-
-__all__ = ["QueryBound", "estimate", "query_bound"]
+__all__ = ["CostCap", "QueryBound", "estimate", "query_bound"]
 
 QueryBound = Callable[[EvalQuery], tuple[int, int]]
 
@@ -74,7 +75,10 @@ def estimate(experiment: Experiment) -> list[dict[str, Any]]:
                 calls += query_calls
                 tokens += query_tokens
             provider, _, model = str(spec.llm).partition(":")
-            cost = prices.cost(model, tokens, calls * 30, batch=bool(experiment.batch)) * experiment.repeats
+            cost = (
+                prices.cost(model, tokens, calls * 30, batch=experiment.batch is not None)
+                * experiment.repeats
+            )
             rows.append(
                 {
                     "dataset": golden.name,
@@ -86,3 +90,35 @@ def estimate(experiment: Experiment) -> list[dict[str, Any]]:
                 }
             )
     return rows
+
+
+@dataclass
+class CostCap:
+    """The ``--max-cost`` cap over a whole experiment (``cap`` USD; None: no cap): a query
+    starts only when what was ``spent`` so far plus its worst case still fits."""
+
+    cap: float | None
+    prices: PriceTable
+    spent: float = 0.0
+
+    def worst_case(self, spec: PipelineSpec) -> Callable[[EvalQuery], float]:
+        """The most a query through ``spec`` can cost (0 without a cap or an LLM stage)."""
+        bound = query_bound(spec) if self.cap is not None else None
+        model = str(spec.llm).partition(":")[2]
+
+        def worst(query: EvalQuery) -> float:
+            if bound is None:
+                return 0.0
+            calls, tokens = bound(query)
+            return self.prices.cost(model, tokens, calls * 30)
+
+        return worst
+
+    def admit(self, worst: float, saved_in: Path) -> None:
+        """Raise ``BudgetError`` when a query costing up to ``worst`` could pass the cap."""
+        if self.cap is not None and self.spent + worst > self.cap:
+            raise BudgetError(
+                f"stopped at ${self.spent:.4f}: the next query could cost up to ${worst:.4f} "
+                f"and the --max-cost cap is ${self.cap}; finished queries are "
+                f"saved in {saved_in}, re-run to resume"
+            )

@@ -9,9 +9,8 @@ from pathlib import PurePath
 from typing import Any
 
 from ..pipeline import PipelineSpec
-from ..rerankers.protocol import FirstStage
 
-__all__ = ["FirstStage", "PipelineSpec", "expand_pipelines"]
+__all__ = ["expand_pipelines"]
 
 AXES = ("llm", "prompt", "rubric", "strategy")
 

@@ -16,10 +16,9 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ..backends.base import Backend, BackendReply, BackendRequest
@@ -32,6 +31,7 @@ from ..rerankers.llm import LLMReranker
 from ..rerankers.protocol import Reranker
 from ..types import Candidate
 from .datasets import GoldenSet
+from .records import Checkpoint, query_record
 
 __all__ = [
     "ConcurrencyLimit",
@@ -40,7 +40,7 @@ __all__ = [
     "ray_module",
     "rerank_dataset",
     "run_on_ray",
-    "run_ray_mode",
+    "run_unfinished_on_ray",
 ]
 
 LIMIT_NAME = "llmrerank-llm-limit"
@@ -148,8 +148,6 @@ class PipelineWorker:
         self._lock = threading.Lock()
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
-        from .records import query_record
-
         out: dict[str, list[str]] = {"qid": [], "ranking": [], "record": []}
         for qid, query, candidates in zip(batch["qid"], batch["query"], batch["candidates"], strict=True):
             items = [Candidate(c["id"], c["text"], score=c.get("score")) for c in json.loads(candidates)]
@@ -238,23 +236,11 @@ def rerank_dataset(
             ranked.write_parquet(destination)
 
 
-def run_ray_mode(
-    config: Any,
-    spec: PipelineSpec,
-    golden: GoldenSet,
-    done: dict[str, dict[str, Any]],
-    checkpoint: Path,
-    cache_dir: str | None,
+def run_unfinished_on_ray(
+    spec: PipelineSpec, golden: GoldenSet, checkpoint: Checkpoint, cache_dir: str | None, options: RayOptions
 ) -> None:
-    """The eval runner's hook: with ``executor: ray`` (or a mapping of ``RayOptions``
-    fields) rerank every unfinished query on Ray and append its record to ``checkpoint``."""
-    if config is None or config == "local":
-        return
-    if config == "ray":
-        config = {}
-    if not isinstance(config, Mapping):
-        raise UserError(f"executor: 'local', 'ray' or a mapping of RayOptions fields, not {config!r}")
-    options = RayOptions(**config)
+    """The eval runner's Ray executor: rerank every query of ``golden`` not yet in
+    ``checkpoint`` on Ray and append its record there."""
     todo = [
         {
             "qid": q.qid,
@@ -262,14 +248,12 @@ def run_ray_mode(
             "candidates": [{"id": c.id, "text": c.text, "score": c.score} for c in q.candidates],
         }
         for q in golden.queries
-        if q.qid not in done
+        if q.qid not in checkpoint.done
     ]
     if not todo:
         return
-    with checkpoint.open("a", encoding="utf-8") as sink:
-        for record in run_on_ray(spec, todo, cache_dir, options):
-            sink.write(json.dumps(record) + "\n")
-            done[record["qid"]] = record
+    for record in run_on_ray(spec, todo, cache_dir, options):
+        checkpoint.append(record)
 
 
 def _candidates_as_json(row: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,10 @@
-"""The books of an eval run: one line per finished query (its calls, tokens and cost), and
-the replies paid for queries not finished yet, so a run killed and resumed prices every
-reply it paid for once, even those a resumed query now finds in the cache.
+"""The books of an eval run: one line per finished query (its calls, tokens and cost) in
+the run's ``Checkpoint``, and the replies paid for queries not finished yet, so a run killed
+and resumed prices every reply it paid for once, even those a resumed query now finds in
+the cache.
+
+Every executor (online, provider batches, Ray) appends its finished queries through the
+one ``Checkpoint``; the runner reads it back to resume and to summarise.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any, TextIO
 from ..pricing import PriceTable
 from ..types import CallRecord, Ranking, Usage
 
-__all__ = ["PaidCalls", "PaidJournal", "query_record", "stage_scores"]
+__all__ = ["Checkpoint", "PaidCalls", "PaidJournal", "query_record", "stage_scores"]
 
 
 def query_record(qid: str, ranking: Ranking, latency: float, prices: PriceTable) -> dict[str, Any]:
@@ -45,6 +49,57 @@ def query_record(qid: str, ranking: Ranking, latency: float, prices: PriceTable)
         "stage_scores": stage_scores(ranking),
         "models": sorted({f"{c.backend}:{c.model}" for c in calls}),
     }
+
+
+def _read_jsonl(path: Path) -> list[Any]:
+    rows = []
+    if path.exists():
+        for line in path.read_text("utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut by the interruption
+    return rows
+
+
+class Checkpoint:
+    """One run's finished queries (``done``, by qid), kept as a JSONL file of their records:
+    each ``append`` is written and flushed at once, so a run killed at any point resumes
+    with every query it finished. Leaving a ``with`` block closes the file (a later append
+    opens it again); ``finish`` deletes it once the run's results are written."""
+
+    SUFFIX = ".partial.jsonl"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.done: dict[str, dict[str, Any]] = {record["qid"]: record for record in _read_jsonl(path)}
+        self._sink: TextIO | None = None
+
+    def beside(self, suffix: str) -> Path:
+        """A file of the same run next to the checkpoint (``.paid.jsonl``, ``.batch.json``)."""
+        return self.path.with_name(self.path.name.removesuffix(self.SUFFIX) + suffix)
+
+    def append(self, record: dict[str, Any]) -> None:
+        if self._sink is None:
+            self._sink = self.path.open("a", encoding="utf-8")
+        self._sink.write(json.dumps(record) + "\n")
+        self._sink.flush()
+        self.done[record["qid"]] = record
+
+    def close(self) -> None:
+        if self._sink is not None:
+            self._sink.close()
+            self._sink = None
+
+    def __enter__(self) -> Checkpoint:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def finish(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)
 
 
 def stage_scores(ranking: Ranking) -> dict[str, dict[str, float]]:
@@ -124,14 +179,7 @@ class PaidJournal:
 
     def __init__(self, path: Path, finished: Collection[str]) -> None:
         self.path = path
-        rows = []
-        if path.exists():
-            for line in path.read_text("utf-8").splitlines():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue  # a line cut by the interruption
-        self.paid = PaidCalls(rows, finished)
+        self.paid = PaidCalls(_read_jsonl(path), finished)
         self._sink: TextIO | None = None
         self._lock = threading.Lock()  # calls of one round finish in several threads
 

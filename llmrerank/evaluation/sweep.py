@@ -7,9 +7,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..pipeline import PipelineSpec
 from ..rerankers.protocol import Reranker
-from .pipelines import PipelineSpec
-from .runner import DatasetSpec, Experiment, run_experiment
+from .experiment import DatasetSpec, Experiment
+from .runner import run_experiment
 
 __all__ = ["sweep_depths"]
 

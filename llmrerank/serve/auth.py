@@ -11,10 +11,6 @@ class BearerAuth:
     def __init__(self, tokens: frozenset[str]) -> None:
         self._tokens = tuple(t.encode() for t in tokens)
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self._tokens)
-
     def allows(self, authorization: str | None) -> bool:
         if not self._tokens:
             return True
