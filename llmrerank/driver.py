@@ -35,7 +35,7 @@ from .stepping import adrive, drive
 from .strategies.plan import Answer, LLMRequest, Outcome, Plan
 from .types import CallRecord, TokenLogprob, Usage
 
-__all__ = ["Driver", "Exchange", "RetryPolicy", "call_log"]
+__all__ = ["Driver", "Exchange", "call_log"]
 
 logger = logging.getLogger("llmrerank")
 

@@ -288,29 +288,28 @@ def run_in_batches(
     each finished query there (at batch prices). Returns the run's batch summary."""
     state = BatchState(checkpoint.beside(".batch.json"), checkpoint.done)
     todo = [q for q in golden.queries if q.qid not in checkpoint.done]
-    with checkpoint:
 
-        def finished(query: EvalQuery, ranking: Ranking, started: float) -> None:
-            # answers paid in an earlier process of this run come back as cache hits: theirs
-            ranking = replace(ranking, calls=state.paid.settle(query.qid, ranking.calls))
-            record = query_record(query.qid, ranking, time.perf_counter() - started, prices)
-            record["cost_usd"] = prices.cost_of(ranking.calls, batch=True)
-            checkpoint.append(record)
+    def finished(query: EvalQuery, ranking: Ranking, started: float) -> None:
+        # answers paid in an earlier process of this run come back as cache hits: theirs
+        ranking = replace(ranking, calls=state.paid.settle(query.qid, ranking.calls))
+        record = query_record(query.qid, ranking, time.perf_counter() - started, prices)
+        record["cost_usd"] = prices.cost_of(ranking.calls, batch=True)
+        checkpoint.append(record)
 
-        if not isinstance(reranker, Cascade) or not any(
-            isinstance(s.reranker, LLMReranker) for s in reranker.stages
-        ):
-            for query in todo:  # no LLM stage: nothing to batch
-                started = time.perf_counter()
-                finished(query, reranker.rerank(query.query, query.candidates), started)
-            return {"rounds": 0}
-        engine = _Lockstep(reranker, options, state)
+    if not isinstance(reranker, Cascade) or not any(
+        isinstance(s.reranker, LLMReranker) for s in reranker.stages
+    ):
+        for query in todo:  # no LLM stage: nothing to batch
+            started = time.perf_counter()
+            finished(query, reranker.rerank(query.query, query.candidates), started)
+        return {"rounds": 0}
+    engine = _Lockstep(reranker, options, state)
 
-        def job_done(job: _Job) -> None:
-            assert job.ranking is not None
-            finished(job.query, job.ranking, job.started)
+    def job_done(job: _Job) -> None:
+        assert job.ranking is not None
+        finished(job.query, job.ranking, job.started)
 
-        engine.run(todo, job_done)
+    engine.run(todo, job_done)
     rounds = state.rounds
     state.finish()
     return {"rounds": rounds, "provider": engine.client.provider}

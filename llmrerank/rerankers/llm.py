@@ -9,8 +9,9 @@ from typing import Any
 
 from ..backends.base import Backend
 from ..cache import DiskCache
-from ..driver import Driver, RetryPolicy
+from ..driver import Driver
 from ..prompts import Prompt, PromptLibrary
+from ..retry import RetryPolicy
 from ..rubrics import DEFAULT_RUBRIC, Rubric
 from ..strategies import Strategy, make_strategy
 from ..strategies.base import PassageBudget, PlanContext, fit_to_context
