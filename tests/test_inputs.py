@@ -135,7 +135,7 @@ def test_call_timeout_and_retries_bound_a_hanging_server(tmp_path: Path) -> None
     with WireServer(hang) as server:
         result = run_cli(
             "rerank", "--model", "openai:m", "--base-url", server.openai_base_url, "--no-cache",
-            "--input", str(path), "--call-timeout", "0.3", "--retries", "2",
+            "--input", str(path), "--call-timeout", "0.3", "--max-attempts", "2",
         )  # fmt: skip
         asked = len(server.requests)
     # the LLM stage falls back to the input order and says why; its one call was tried twice

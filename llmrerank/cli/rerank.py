@@ -213,7 +213,7 @@ Examples:
     "local: 120].",
 )
 @click.option(
-    "--retries",
+    "--max-attempts",
     type=click.IntRange(min=1),
     help=f"Tries per LLM call in all, 1 = no retry [default: {DEFAULT_ATTEMPTS}].",
 )
@@ -245,7 +245,7 @@ def rerank(
     bypass_llm: bool | None,
     trace: str | None,
     call_timeout: float | None,
-    retries: int | None,
+    max_attempts: int | None,
     on_error: str,
     **strategy_options: Any,
 ) -> None:
@@ -265,7 +265,7 @@ def rerank(
         trace=trace,
         strategy_options=strategy_options,
         call_timeout_s=call_timeout,
-        attempts=retries,
+        attempts=max_attempts,
     )
     reranker = spec.build(cache=open_cache(cache_dir, no_cache, cache_mode))
     failed = rerank_lines(reranker, input_file, on_error=on_error)
