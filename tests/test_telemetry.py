@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -83,7 +85,8 @@ def parent_of(span: ReadableSpan) -> int | None:
 
 def span_id(span: ReadableSpan) -> int:
     assert span.context is not None
-    return span.context.span_id
+    found: int = span.context.span_id
+    return found
 
 
 def attribute_text(attributes: Mapping[str, Any] | None) -> str:
@@ -120,7 +123,8 @@ def test_a_cascade_request_is_a_tree_of_request_stage_and_call_spans(
     assert request.parent is None
     assert parent_of(dense) == parent_of(judge) == span_id(request)
     assert {parent_of(call) for call in calls} == {span_id(judge)}
-    assert {call.context.trace_id for call in calls if call.context} == {request.context.trace_id}  # type: ignore[union-attr]
+    assert request.context is not None
+    assert {call.context.trace_id for call in calls if call.context} == {request.context.trace_id}
 
     call = calls[0].attributes or {}
     assert call["gen_ai.operation.name"] == "chat"
@@ -181,7 +185,8 @@ def test_a_degraded_ranking_is_status_ok_with_its_reason_and_the_failed_call_is_
 ) -> None:
     backend = FunctionBackend(lambda request: "no json here", model="grader-1")
     ranking = cascade(backend, tmp_path).rerank(QUERY, PASSAGES)
-    assert ranking.degraded and ranking.degraded_reason
+    assert ranking.degraded
+    assert ranking.degraded_reason
     named = by_name(spans.get_finished_spans())
     (request,) = named["rerank cascade"]
     (judge,) = named["stage judge"]
@@ -272,3 +277,24 @@ def test_the_service_continues_the_callers_trace(
     for span in exported:
         dumped = json.dumps(span["attributes"])
         assert not any(text in dumped for text in [query.query, *texts]), span["name"]
+
+
+NO_OPENTELEMETRY = """
+import sys
+sys.modules["opentelemetry"] = None  # as if opentelemetry-api were not installed
+from llmrerank import Cascade, LLMReranker, Stage, telemetry
+from llmrerank.testing import FunctionBackend
+assert not telemetry.available()
+llm = LLMReranker(FunctionBackend(lambda request: '{"grade": 2}'))
+ranking = Cascade([Stage(llm, keep=2)]).rerank("q", ["a", "b", "c"])
+assert len(ranking) == 3 and not ranking.degraded, ranking
+print("ok")
+"""
+
+
+def test_without_opentelemetry_every_hook_is_a_no_op() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-c", NO_OPENTELEMETRY], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "ok"
