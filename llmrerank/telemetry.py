@@ -20,6 +20,9 @@ No span carries query, passage or prompt text unless ``LLMRERANK_OTEL_CAPTURE_TE
 (read at each request): then the request span has ``llmrerank.query`` and each call span
 ``gen_ai.input.messages``. A degraded ranking is status OK with ``llmrerank.degraded_reason``;
 only a failure that leaves (an exception) records it and sets status ERROR.
+
+Long because every OpenTelemetry name llmrerank emits lives here, so the hooks in the
+cascade, the driver and the service stay one line each, plus the service's exporter setup.
 """
 
 from __future__ import annotations

@@ -41,7 +41,11 @@ _EXPORTER = InMemorySpanExporter()
 
 @pytest.fixture(scope="module", autouse=True)
 def tracer_provider() -> None:
-    """The SDK behind the global API, once per process (OpenTelemetry allows one)."""
+    """The SDK behind the global API: OpenTelemetry allows one provider per process."""
+    current = trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):  # another test (a docs example) installed the SDK
+        current.add_span_processor(SimpleSpanProcessor(_EXPORTER))
+        return
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
     trace.set_tracer_provider(provider)
