@@ -220,8 +220,13 @@ class StageSpan:
 
 
 def start_stage(label: str, reranker: object, keep: int | None, inputs: int) -> StageSpan:
-    """Start the span of the stage ``label`` (a child of the current span)."""
+    """Start the span of the stage ``label``, a child of the current span; none when no span
+    is being recorded (batch mode steps many walks at once, outside any request span)."""
     if not _AVAILABLE:
+        return StageSpan(None)
+    from opentelemetry import trace
+
+    if not trace.get_current_span().is_recording():
         return StageSpan(None)
     attributes: dict[str, Any] = {"llmrerank.stage": label, "llmrerank.stage.kept_in": inputs}
     if keep is not None:
@@ -326,14 +331,18 @@ def configure_from_environment() -> bool:
     environment asks for one: ``OTEL_TRACES_EXPORTER`` (``console``, or ``otlp`` with
     ``opentelemetry-exporter-otlp`` installed; its ``OTEL_EXPORTER_OTLP_*`` settings apply)
     and/or ``LLMRERANK_OTEL_TRACES_FILE`` (each finished span appended as one JSON line).
-    ``OTEL_SERVICE_NAME`` names the service (default ``llmrerank``). Returns whether it did."""
+    ``OTEL_SERVICE_NAME`` names the service (default ``llmrerank``). Returns whether it did
+    (not when a provider is installed already, e.g. by ``opentelemetry-instrument``)."""
     exporters = [e.strip() for e in os.environ.get("OTEL_TRACES_EXPORTER", "").split(",") if e.strip()]
     exporters = [e for e in exporters if e != "none"]
     path = os.environ.get(TRACES_FILE_ENV)
     if not _AVAILABLE or not (exporters or path):
         return False
+    from opentelemetry import trace
+
+    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return False  # one is installed already (opentelemetry-instrument, the embedding app)
     try:
-        from opentelemetry import trace
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import (
