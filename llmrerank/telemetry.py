@@ -27,6 +27,7 @@ cascade, the driver and the service stay one line each, plus the service's expor
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import json
@@ -79,7 +80,9 @@ def _capture_text() -> bool:
     return os.environ.get(CAPTURE_TEXT_ENV) == "1"
 
 
+@functools.cache
 def _tracer() -> Any:
+    """The ``llmrerank`` tracer (a proxy until the app installs a provider, then its own)."""
     from opentelemetry import trace
 
     return trace.get_tracer("llmrerank")
