@@ -18,7 +18,7 @@ import contextvars
 import logging
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -33,6 +33,7 @@ from .retry import Attempting, RetryPolicy
 from .rubrics import Rubric
 from .stepping import adrive, drive
 from .strategies.plan import Answer, LLMRequest, Outcome, Plan
+from .telemetry import CallSpan, call_span, record_cache_hit
 from .types import CallRecord, TokenLogprob, Usage
 
 __all__ = ["Driver", "Exchange", "call_log"]
@@ -232,7 +233,10 @@ class Driver:
         ``exchange(request, key, ...)`` to ask the backend."""
         started = time.perf_counter()
         key = self.key(request)
-        return key, self._from_cache(request, key, started)
+        hit = self._from_cache(request, key, started)
+        if hit is not None:
+            record_cache_hit(hit.record, request.max_tokens)
+        return key, hit
 
     def exchange(self, request: LLMRequest, key: str, attempts: list[int] | None = None) -> Exchange:
         """The conversation about one request the cache missed, as a flow (see
@@ -313,21 +317,35 @@ class Driver:
         """Step the exchange with the backend's sync ``complete`` under the retry policy."""
         attempts = [0]
         limits = self._limits(token, attempts)
+        with self._call_span(request) as span:
 
-        def send(outgoing: BackendRequest) -> BackendReply:
-            return self.retry.call(partial(self.backend.complete, outgoing), limits)
+            def send(outgoing: BackendRequest) -> BackendReply:
+                return span.replied(self.retry.call(partial(self.backend.complete, outgoing), limits))
 
-        return drive(self.exchange(request, key, attempts), send)
+            return span.finished(drive(self.exchange(request, key, attempts), send))
 
     async def _afetch(self, request: LLMRequest, key: str) -> Answer:
         """Step the exchange with the backend's ``acomplete`` under the retry policy."""
         attempts = [0]
         limits = self._limits(CancelToken(parent=current_token()), attempts)
+        with self._call_span(request) as span:
 
-        async def send(outgoing: BackendRequest) -> BackendReply:
-            return await self.retry.acall(partial(self.backend.acomplete, outgoing), limits)
+            async def send(outgoing: BackendRequest) -> BackendReply:
+                return span.replied(await self.retry.acall(partial(self.backend.acomplete, outgoing), limits))
 
-        return await adrive(self.exchange(request, key, attempts), send)
+            return span.finished(await adrive(self.exchange(request, key, attempts), send))
+
+    def _call_span(self, request: LLMRequest) -> AbstractContextManager[CallSpan]:
+        """The span of one call to the backend (``llmrerank.telemetry``)."""
+        prompt = request.prompt
+        return call_span(
+            self.backend.provider,
+            self.backend.model,
+            prompt.ref,
+            prompt.sha256,
+            request.max_tokens,
+            request.rendered.messages,
+        )
 
     def _limits(self, token: CancelToken, attempts: list[int]) -> Attempting:
         return Attempting(self.limiter, token, attempts, self.backend.provider)

@@ -21,12 +21,13 @@ import logging
 import os
 import time
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 from ..errors import BudgetError, LLMRerankError, UserError
 from ..pricing import PriceTable
 from ..stepping import adrive, drive
+from ..telemetry import StageSpan, request_span, start_stage
 from ..types import (
     CallRecord,
     Candidate,
@@ -100,15 +101,18 @@ class StageTurn:
     stage: Stage
     query: str
     inputs: list[Candidate]
+    span: StageSpan = field(default_factory=lambda: StageSpan(None))
 
     def rerank(self) -> Ranking:
         reranker, budget = self.stage.reranker, self.stage.timeout_s
         work = partial(reranker.rerank, self.query, self.inputs, top_k=self.stage.asked_top_k)
-        return work() if budget is None else run_with_budget(work, budget)
+        with self.span.active():
+            return work() if budget is None else run_with_budget(work, budget)
 
     async def arerank(self) -> Ranking:
         work = self.stage.reranker.arerank(self.query, self.inputs, top_k=self.stage.asked_top_k)
-        return await await_with_budget(work, self.stage.timeout_s)
+        with self.span.active():
+            return await await_with_budget(work, self.stage.timeout_s)
 
 
 Walk = Generator[StageTurn, Ranking, Ranking]
@@ -222,26 +226,35 @@ class Cascade:
             result: Ranking | None = None
             error: str | None = None
             failed_calls: tuple[CallRecord, ...] = ()
+            span = start_stage(stage.label, stage.reranker, stage.keep, len(inputs))
             if skip is None and inputs:
                 try:
-                    result = yield StageTurn(stage, query, inputs)
+                    result = yield StageTurn(stage, query, inputs, span)
                 except LLMRerankError as exc:
                     if not stage.fallback or not stage_failure_degrades(exc):
                         exc.calls = (*state.calls, *exc.calls)
+                        span.failed(exc)
                         raise
                     error = f"stage {stage.label!r}: {exc}"
                     failed_calls = exc.calls  # paid before the stage failed: still booked
             current = state.record(self, stage, current, inputs, result, skip, error, started, failed_calls)
+            span.finished(state.reports[-1], len(inputs))
             previous = stage.label
         return self._finish(query, *state.totals(current), top_k)
 
     def rerank(self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None) -> Ranking:
-        return drive(self.walk(query, candidates, top_k), StageTurn.rerank)
+        with request_span(self.name, query, len(candidates), top_k) as span:
+            ranking = drive(self.walk(query, candidates, top_k), StageTurn.rerank)
+            span.finished(ranking)
+        return ranking
 
     async def arerank(
         self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None
     ) -> Ranking:
-        return await adrive(self.walk(query, candidates, top_k), StageTurn.arerank)
+        with request_span(self.name, query, len(candidates), top_k) as span:
+            ranking = await adrive(self.walk(query, candidates, top_k), StageTurn.arerank)
+            span.finished(ranking)
+        return ranking
 
 
 def _merge(current: list[RankedCandidate], stage_ranking: Ranking) -> list[RankedCandidate]:

@@ -39,6 +39,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..cache import DiskCache
+from ..telemetry import configure_from_environment
 from .access_log import configure_access_log, log_request
 from .auth import BearerAuth
 from .config import ServiceConfig
@@ -281,4 +282,5 @@ def app_from_environment() -> Starlette:
     config = ServiceConfig.from_yaml(path) if path else ServiceConfig.offline_default()
     if os.environ.get(ALLOW_PARTIAL_ENV) == "1":
         config = dataclasses.replace(config, allow_partial=True)
+    configure_from_environment()  # OpenTelemetry's exporter, when OTEL_TRACES_EXPORTER asks for one
     return create_app(config)

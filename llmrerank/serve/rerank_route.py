@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse
 
 from .._json import parse_json
 from ..errors import LLMRerankError, UserError
+from ..telemetry import continued_from
 from ..types import Ranking
 from .config import Limits
 from .limits import QueueFull, local_admission, request_deadline
@@ -237,7 +238,8 @@ async def rerank(
                 local_admission.set(await admitted.enter_async_context(built.local_gate.admit()))
             if built.gate is not None:
                 await admitted.enter_async_context(built.gate.admit())
-            ranking = await _within_deadline(built, body.query, candidates, body.top_n, deadline)
+            with continued_from(request.headers):  # the caller's W3C traceparent
+                ranking = await _within_deadline(built, body.query, candidates, body.top_n, deadline)
     except QueueFull as exc:
         reason = (
             "local_queue_full"
