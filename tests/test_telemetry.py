@@ -23,7 +23,7 @@ from opentelemetry.trace import StatusCode
 from llmrerank import Cascade, DenseReranker, LLMReranker, Stage
 from llmrerank.cache import DiskCache
 from llmrerank.cli import main
-from llmrerank.driver import RetryPolicy
+from llmrerank.retry import RetryPolicy
 from llmrerank.serve.process import ServiceProcess
 from llmrerank.telemetry import CAPTURE_TEXT_ENV, TRACES_FILE_ENV
 from llmrerank.testing import FunctionBackend
