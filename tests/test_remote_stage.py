@@ -1,19 +1,28 @@
 """Stage kinds come from an open registry, and ``rerank-api`` narrows through a rerank server
 over real HTTP: ``llmrerank serve`` (the Cohere wire, a dense-only pipeline: the same order
-as the local dense stage) and a TEI test server (batching, Retry-After, exhausted retries
-and timeouts that degrade the cascade, the score cache, the key rule)."""
+as the local dense stage), a TEI test server (batching, Retry-After, exhausted retries and
+timeouts that degrade the cascade, the score cache, the key rule) and, where installed,
+Infinity serving the shipped cross-encoder. Long because each server's cases sit together."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from llmrerank import DiskCache, PipelineSpec, UserError
 from llmrerank.errors import BackendError, RateLimitError, TerminalBackendError
 from llmrerank.pipeline import build_stage
+from llmrerank.rerankers.cross_encoder import CrossEncoderReranker
 from llmrerank.rerankers.dense import DenseReranker
 from llmrerank.rerankers.protocol import FirstStage
 from llmrerank.rerankers.remote import RemoteReranker, rerank_endpoint
@@ -309,3 +318,64 @@ def test_a_dead_server_degrades_the_cascade() -> None:
     ranking = cascade.rerank(QUERY, CANDIDATES)
     assert ranking.degraded
     assert "connection failed" in (ranking.degraded_reason or "")
+
+
+# -- a real self-hosted engine: Infinity ------------------------------------------------------
+def infinity_executable() -> str | None:
+    """``LLMRERANK_INFINITY`` (the ``infinity_emb`` command of its own venv), else one on PATH.
+    infinity-emb 0.0.78 pins sentence-transformers<4, numpy<2, uvicorn<0.33 and click<8.2,
+    so it cannot share a venv with ``llmrerank[local,serve]``."""
+    configured = os.environ.get("LLMRERANK_INFINITY")
+    return configured if configured and Path(configured).is_file() else shutil.which("infinity_emb")
+
+
+@pytest.fixture(scope="module")
+def infinity() -> Iterator[str]:
+    executable = infinity_executable()
+    if executable is None:
+        pytest.skip(
+            "infinity-emb is not installed (its pins conflict with llmrerank[local,serve]: install it "
+            "in a venv of its own and set LLMRERANK_INFINITY to its infinity_emb command)"
+        )
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1"}
+    env.pop("PYTHONPATH", None)
+    model = str(Path(CrossEncoderReranker().model_name))
+    args = [executable, "v2", "--model-id", model, "--served-model-name", "minilm-l6-ce", "--host"]
+    args += ["127.0.0.1", "--port", str(port), "--engine", "torch", "--device", "cpu"]
+    process = subprocess.Popen(
+        [*args, "--no-bettertransformer"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"infinity did not start (exit code {process.poll()})")
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def test_infinity_serves_the_shipped_cross_encoder_as_a_remote_stage(infinity: str, dl19: Dl19) -> None:
+    query = dl19[0][0]
+    candidates = query.candidates[:20]
+    local = CrossEncoderReranker(device="cpu", backend="torch").rerank(query.query, candidates)
+    stage = build_stage(f"rerank-api:{infinity}/rerank?model=minilm-l6-ce&max_batch=8")
+    remote = stage.rerank(query.query, candidates)
+    local_prob = {item.id: item.stage_scores["cross-encoder:prob"] for item in local.items}
+    remote_score = {item.id: item.stage_scores["rerank-api"] for item in remote.items}
+    assert remote_score == pytest.approx(local_prob, abs=1e-3)
+    assert [item.id for item in remote.items[:5]] == [item.id for item in local.items[:5]]
