@@ -379,3 +379,12 @@ def test_infinity_serves_the_shipped_cross_encoder_as_a_remote_stage(infinity: s
     remote_score = {item.id: item.stage_scores["rerank-api"] for item in remote.items}
     assert remote_score == pytest.approx(local_prob, abs=1e-3)
     assert [item.id for item in remote.items[:5]] == [item.id for item in local.items[:5]]
+
+
+def test_a_reply_without_finite_scores_is_malformed_and_degrades() -> None:
+    with TEIServer(score=lambda query, text: float("nan")) as server:
+        cascade = PipelineSpec(narrow_with=(f"rerank-api:{server.url}?wire=tei&max_attempts=2",)).build()
+        ranking = cascade.rerank(QUERY, CANDIDATES)
+        assert server.count == 2, "a malformed reply is retried like any transient fault"
+    assert ranking.degraded
+    assert "not a finite number" in (ranking.degraded_reason or "")

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -200,9 +201,10 @@ class RemoteReranker:
                 provider="rerank-api",
                 status_code=200,
             ) from None
-        if sorted(scores) != list(range(count)):
+        if sorted(scores) != list(range(count)) or not all(map(math.isfinite, scores.values())):
             raise MalformedReplyError(
-                f"{self.endpoint}: reply scored indices {sorted(scores)[:10]} for {count} documents",
+                f"{self.endpoint}: reply scored indices {sorted(scores)[:10]} for {count} documents, "
+                "or a score is not a finite number",
                 provider="rerank-api",
                 status_code=200,
             )
