@@ -302,6 +302,24 @@ async def test_serve_narrows_a_cascade_like_the_local_stage(service: ServiceProc
     assert [item.id for item in got.items] == [item.id for item in want.items]
 
 
+def test_a_second_service_narrows_through_the_first(
+    service: ServiceProcess, dl19: Dl19, tmp_path: Path
+) -> None:
+    """The service config path: ``llmrerank serve`` whose pipeline's stage is another one."""
+    config = {
+        "default": "via-remote",
+        "pipelines": {"via-remote": {"narrow_with": [f"rerank-api:{service.url}?model=dense-only"]}},
+    }
+    query = dl19[0][3]
+    docs = [c["text"] for c in query.candidates[:25]]
+    body = {"model": "default", "query": query.query, "documents": docs}
+    with ServiceProcess(config, tmp_path) as gateway:
+        through = httpx.post(f"{gateway.url}/v1/rerank", json=body, timeout=60).json()
+    direct = httpx.post(f"{service.url}/v1/rerank", json={**body, "model": "dense-only"}, timeout=60).json()
+    assert through["meta"]["degraded"] is False
+    assert [r["index"] for r in through["results"]] == [r["index"] for r in direct["results"]]
+
+
 def test_rank_derived_scores_are_never_merged_across_calls(service: ServiceProcess, dl19: Dl19) -> None:
     query = dl19[0][2]
     cascade = PipelineSpec(narrow_with=(f"rerank-api:{service.url}?model=dense-only&max_batch=5",)).build()
