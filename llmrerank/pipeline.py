@@ -12,8 +12,10 @@ that a last stage with no LLM after it keeps ``top_k``). The LLM stage is asked 
 result is trimmed to ``top_k`` (None: the full ranking). What a stage cut stays below the
 survivors in its earlier order, so an untrimmed result always holds every candidate.
 
-Stage specs: ``dense:[MODEL]`` and ``cross-encoder:[MODEL]`` (empty MODEL: the offline
-default), with options after ``?`` as in a URL: ``cross-encoder:?batch_size=16&device=cpu``.
+Stage specs (``llmrerank.stages``): ``KIND:[MODEL]`` with options after ``?`` as in a URL,
+``cross-encoder:?batch_size=16&device=cpu``; the kinds are ``dense``, ``cross-encoder``
+(empty MODEL: the offline default), ``rerank-api`` (a rerank server) and whatever
+``register_stage`` or the ``llmrerank.stages`` entry points add.
 MODEL may be a folder ``llmrerank distill`` wrote; ``stage_training`` reads what it was
 trained on, and ``to_dict`` lists that under ``trained_on`` so results and reports name it.
 """
@@ -25,15 +27,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl
-
-import yaml
 
 from ._yaml import read_yaml_mapping
 from .errors import UserError
 from .rerankers.protocol import FirstStage, Reranker
 from .rerankers.training_record import training_summary
 from .rubrics import Rubric, load_rubric
+from .stages import build_stage, parse_stage_spec
 from .types import as_count, as_seconds
 
 if TYPE_CHECKING:
@@ -55,39 +55,10 @@ DEFAULT_NARROW_TO = 20
 StageLike = str | Reranker
 
 
-def _stage_kind(spec: str) -> tuple[str, str, dict[str, Any]]:
-    head, _, query = spec.partition("?")
-    kind, sep, model = head.partition(":")
-    if not sep:
-        raise UserError(f"stage {spec!r} needs a colon: dense:[MODEL] or cross-encoder:[MODEL]")
-    options: dict[str, Any] = {}
-    for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)):
-        options[key] = yaml.safe_load(value) if value else ""
-    return kind, model, options
-
-
-def build_stage(spec: str, *, cache: DiskCache | None = None) -> Reranker:
-    """A local stage from its spec string; the dense stage shares the response cache (its
-    passage embeddings are cached there)."""
-    kind, model, options = _stage_kind(spec)
-    try:
-        if kind == "dense":
-            from .rerankers.dense import DenseReranker
-
-            return DenseReranker(model or None, cache=cache, **options)
-        if kind in ("cross-encoder", "ce"):
-            from .rerankers.cross_encoder import CrossEncoderReranker
-
-            return CrossEncoderReranker(model or None, **options)
-    except TypeError as exc:
-        raise UserError(f"stage {spec!r}: {exc}") from None
-    raise UserError(f"unknown stage {spec!r}; use dense:[MODEL] or cross-encoder:[MODEL]")
-
-
 def stage_training(spec: StageLike) -> dict[str, Any] | None:
     """What a stage whose model is a folder ``llmrerank distill`` wrote was trained on
     (``training_summary``), with the stage named; None for any other stage."""
-    model = _stage_kind(spec)[1] if isinstance(spec, str) else getattr(spec, "model_name", None)
+    model = parse_stage_spec(spec)[1] if isinstance(spec, str) else getattr(spec, "model_name", None)
     summary = training_summary(model) if isinstance(model, str) and model else None
     if summary is None:
         return None

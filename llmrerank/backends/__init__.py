@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._errors import retry_after_seconds
 from .anthropic import AnthropicBackend
 from .base import Backend, BackendReply, BackendRequest
 from .endpoint import Endpoint
@@ -31,6 +32,7 @@ __all__ = [
     "backend_prefixes",
     "make_backend",
     "register_backend",
+    "retry_after_seconds",
 ]
 
 

@@ -188,7 +188,10 @@ Examples:
     "--narrow-with",
     "narrow_with",
     multiple=True,
-    help="Narrowing stage before the LLM: dense:[MODEL] or cross-encoder:[MODEL] (repeatable).",
+    help=(
+        "Narrowing stage before the LLM: dense:[MODEL], cross-encoder:[MODEL] or "
+        "rerank-api:URL?model=NAME (a rerank server); repeatable."
+    ),
 )
 @click.option(
     "--cross-encoder",
