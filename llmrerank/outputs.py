@@ -144,7 +144,7 @@ class PermutationOutput(OutputSpec[list[int]]):
 
     def __init__(self, labels: Sequence[str]) -> None:
         self.labels = list(labels)
-        self._index = {label: i for i, label in enumerate(self.labels)}
+        self.index_of_label = {label: i for i, label in enumerate(self.labels)}  # label -> position
         example = ", ".join(f'"{label}"' for label in self.labels[:3])
         self.instruction = (
             f'Reply with JSON only: {{"ranking": [{example}, ...]}} listing all '
@@ -178,7 +178,7 @@ class PermutationOutput(OutputSpec[list[int]]):
         seen: set[int] = set()
         duplicates = unknown = 0
         for label in self._raw_labels(text):
-            index = self._index.get(label)
+            index = self.index_of_label.get(label)
             if index is None:
                 unknown += 1
             elif index in seen:

@@ -26,18 +26,9 @@ import llmrerank
 
 PACKAGE = Path(llmrerank.__file__).parent
 
-NOT_SEAM = "owned outside issue-25-seam: the lead makes it public when merging"
 
 # (module, underscored name) -> why it may be used there
-ALLOWED: dict[tuple[str, str], str] = {
-    ("llmrerank.strategies._first_token", "_index"): (
-        f"PermutationOutput's label index, inherited from outputs.py; {NOT_SEAM}"
-    ),
-    ("llmrerank.testing.batch_server", "_error_body"): f"the test servers' shared wire bodies; {NOT_SEAM}",
-    ("llmrerank.testing.batch_server", "_success_body"): f"the test servers' shared wire bodies; {NOT_SEAM}",
-    ("llmrerank.testing.faults", "_error_body"): f"the test servers' shared wire bodies; {NOT_SEAM}",
-    ("llmrerank.testing.faults", "_success_body"): f"the test servers' shared wire bodies; {NOT_SEAM}",
-}
+ALLOWED: dict[tuple[str, str], str] = {}
 
 
 def is_private(name: str) -> bool:

@@ -30,7 +30,7 @@ class FirstLabelOutput(PermutationOutput):
     def parse(self, text: str) -> Parsed[list[int]]:
         seen: list[int] = []
         for label in _QUOTED.findall(text):
-            index = self._index.get(label.strip("[]"))
+            index = self.index_of_label.get(label.strip("[]"))
             if index is not None and index not in seen:
                 seen.append(index)
         return Parsed(seen)

@@ -21,7 +21,7 @@ from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Any, Literal
 
-from .server import Fault, Handler, Hang, WireRequest, WireServer, _error_body, _success_body
+from .server import Fault, Handler, Hang, WireRequest, WireServer, error_body, success_body
 
 __all__ = ["BatchWireServer"]
 
@@ -86,8 +86,8 @@ class BatchWireServer(WireServer):
         if isinstance(response, Hang):
             response = response.then
         if isinstance(response, Fault):
-            return response.status, _error_body(api, response.status, response.message)
-        return 200, _success_body(request, response)
+            return response.status, error_body(api, response.status, response.message)
+        return 200, success_body(request, response)
 
     def _finish(self, batch: _Batch) -> None:
         if batch.results is not None or time.time() - batch.created < self.turnaround_s:
@@ -175,7 +175,7 @@ class BatchWireServer(WireServer):
                         "status": "processed",
                     },
                 )
-        return _json(400, _error_body("openai", 400, "no file part"))
+        return _json(400, error_body("openai", 400, "no file part"))
 
     def _openai(self, method: str, path: str, headers: Any, raw: bytes) -> tuple[int, bytes, str] | None:
         parts = path.split("/")[2:]  # after /v1

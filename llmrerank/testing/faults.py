@@ -21,7 +21,16 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
-from .server import Fault, Hang, LoopbackServer, Reply, WireRequest, _error_body, _success_body
+from .server import (
+    Fault,
+    Hang,
+    LoopbackServer,
+    Reply,
+    WireRequest,
+    error_body,
+    serve_in_background,
+    success_body,
+)
 
 __all__ = ["Drip", "FaultServer", "RawBody", "Refusal", "ResetMidBody"]
 
@@ -65,11 +74,11 @@ FaultHandler = Callable[[WireRequest], FaultResponse]
 
 def _refusal_body(request: WireRequest, refusal: Refusal) -> dict[str, Any]:
     if request.api == "anthropic":
-        return _success_body(
+        return success_body(
             WireRequest(api="anthropic", body={**request.body, "tool_choice": None}, headers={}),
             Reply(refusal.text),
         )
-    body = _success_body(request, Reply(""))
+    body = success_body(request, Reply(""))
     body["choices"][0]["message"] = {"role": "assistant", "content": None, "refusal": refusal.text}
     return body
 
@@ -108,15 +117,7 @@ class FaultServer(LoopbackServer):
     def start(self) -> FaultServer:
         handler_class = _make_handler(self)
 
-        class _Server(ThreadingHTTPServer):
-            daemon_threads = True
-            block_on_close = False
-            request_queue_size = 256
-
-        self._httpd = _Server(("127.0.0.1", 0), handler_class)
-        threading.Thread(
-            target=self._httpd.serve_forever, args=(0.05,), name="fault-server", daemon=True
-        ).start()
+        self._httpd = serve_in_background(handler_class, "fault-server")
         return self
 
 
@@ -185,20 +186,20 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
                 response = response.then
             if isinstance(response, Fault):
                 time.sleep(response.delay_s)
-                body = json.dumps(_error_body(request.api, response.status, response.message)).encode()
+                body = json.dumps(error_body(request.api, response.status, response.message)).encode()
                 self._send(response.status, body, "application/json", response.headers)
             elif isinstance(response, RawBody):
                 self._send(response.status, response.body, response.content_type, response.headers)
             elif isinstance(response, Refusal):
                 self._send(200, json.dumps(_refusal_body(request, response)).encode(), "application/json")
             elif isinstance(response, ResetMidBody):
-                body = json.dumps(_success_body(request, response.reply)).encode()
+                body = json.dumps(success_body(request, response.reply)).encode()
                 self._head(200, len(body), "application/json", {})
                 self.wfile.write(body[: int(len(body) * response.fraction)])
                 self.wfile.flush()
                 self._reset()
             elif isinstance(response, Drip):
-                body = json.dumps(_success_body(request, response.reply)).encode()
+                body = json.dumps(success_body(request, response.reply)).encode()
                 self._head(200, len(body), "application/json", {})
                 for index in range(len(body)):
                     if server._stopping.wait(response.interval_s):
@@ -206,6 +207,6 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
                     self.wfile.write(body[index : index + 1])
                     self.wfile.flush()
             else:
-                self._send(200, json.dumps(_success_body(request, response)).encode(), "application/json")
+                self._send(200, json.dumps(success_body(request, response)).encode(), "application/json")
 
     return _Handler

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from typing_extensions import Self
 
@@ -29,7 +29,11 @@ __all__ = [
     "WireResponse",
     "WireServer",
     "always",
+    "answers_in_order",
+    "error_body",
     "scripted",
+    "serve_in_background",
+    "success_body",
 ]
 
 
@@ -135,18 +139,41 @@ WireResponse = Reply | Fault | Hang
 Handler = Callable[[WireRequest], WireResponse]
 
 
-def scripted(*responses: WireResponse) -> Handler:
-    """Answer with ``responses`` in order, then keep repeating the last one."""
+AnswerT = TypeVar("AnswerT")
+
+
+def answers_in_order(*responses: AnswerT) -> Callable[[object], AnswerT]:
+    """A handler answering with ``responses`` in order, then repeating the last one (any
+    test server's request and response types)."""
     if not responses:
-        raise ValueError("scripted() needs at least one response")
+        raise ValueError("a scripted server needs at least one response")
     queue = list(responses)
     lock = threading.Lock()
 
-    def handler(_: WireRequest) -> WireResponse:
+    def handler(_: object) -> AnswerT:
         with lock:
             return queue.pop(0) if len(queue) > 1 else queue[0]
 
     return handler
+
+
+def scripted(*responses: WireResponse) -> Handler:
+    """Answer with ``responses`` in order, then keep repeating the last one."""
+    return answers_in_order(*responses)
+
+
+def serve_in_background(handler_class: type[BaseHTTPRequestHandler], name: str) -> ThreadingHTTPServer:
+    """A threading HTTP server on a free 127.0.0.1 port, serving from a daemon thread."""
+
+    class _Server(ThreadingHTTPServer):
+        daemon_threads = True
+        block_on_close = False
+        # the default listen backlog (5) refuses connections under a concurrent burst
+        request_queue_size = 256
+
+    httpd = _Server(("127.0.0.1", 0), handler_class)
+    threading.Thread(target=httpd.serve_forever, args=(0.05,), name=name, daemon=True).start()
+    return httpd
 
 
 def always(text: str) -> Handler:
@@ -154,7 +181,7 @@ def always(text: str) -> Handler:
     return lambda _: reply
 
 
-def _error_body(api: str, status: int, message: str) -> dict[str, Any]:
+def error_body(api: str, status: int, message: str) -> dict[str, Any]:
     kind = {
         400: "invalid_request_error",
         401: "authentication_error",
@@ -167,7 +194,7 @@ def _error_body(api: str, status: int, message: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "code": status}}
 
 
-def _success_body(request: WireRequest, reply: Reply) -> dict[str, Any]:
+def success_body(request: WireRequest, reply: Reply) -> dict[str, Any]:
     prompt_tokens = reply.prompt_tokens if reply.prompt_tokens is not None else max(1, request.prompt_words)
     completion_tokens = (
         reply.completion_tokens if reply.completion_tokens is not None else max(1, len(reply.text.split()))
@@ -365,19 +392,11 @@ class WireServer(LoopbackServer):
                         time.sleep(response.delay_s)
                     self._send(
                         response.status,
-                        _error_body(api, response.status, response.message),
+                        error_body(api, response.status, response.message),
                         response.headers,
                     )
                     return
-                self._send(200, _success_body(request, response))
+                self._send(200, success_body(request, response))
 
-        class _Server(ThreadingHTTPServer):
-            daemon_threads = True
-            block_on_close = False
-            # the default listen backlog (5) refuses connections under a concurrent burst
-            request_queue_size = 256
-
-        self._httpd = _Server(("127.0.0.1", 0), _Handler)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="wire-server", daemon=True)
-        self._thread.start()
+        self._httpd = serve_in_background(_Handler, "wire-server")
         return self

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .server import Fault, Hang, LoopbackServer
+from .server import Fault, Hang, LoopbackServer, answers_in_order, serve_in_background
 
 __all__ = ["Scores", "TEIRequest", "TEIServer", "in_order", "word_overlap"]
 
@@ -52,16 +52,7 @@ TEIHandler = Callable[[TEIRequest], TEIResponse]
 
 def in_order(*responses: TEIResponse) -> TEIHandler:
     """Answer with ``responses`` in order, then keep repeating the last one."""
-    if not responses:
-        raise ValueError("in_order() needs at least one response")
-    queue = list(responses)
-    lock = threading.Lock()
-
-    def handler(_: TEIRequest) -> TEIResponse:
-        with lock:
-            return queue.pop(0) if len(queue) > 1 else queue[0]
-
-    return handler
+    return answers_in_order(*responses)
 
 
 def word_overlap(query: str, text: str) -> float:
@@ -187,13 +178,5 @@ class TEIServer(LoopbackServer):
                     server.requests.append(request)
                 self._send(*server.answer(request))
 
-        class _Server(ThreadingHTTPServer):
-            daemon_threads = True
-            block_on_close = False
-            request_queue_size = 256
-
-        self._httpd = _Server(("127.0.0.1", 0), _Handler)
-        threading.Thread(
-            target=self._httpd.serve_forever, args=(0.05,), name="tei-server", daemon=True
-        ).start()
+        self._httpd = serve_in_background(_Handler, "tei-server")
         return self
