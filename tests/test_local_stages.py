@@ -115,8 +115,8 @@ def test_embedding_cache_encodes_only_new_passages(tmp_path: Path) -> None:
     assert len(again) == 4
 
 
-def test_bi_encoder_counts_truncation_and_honours_max_seq_length() -> None:
-    stage = DenseReranker(default_dense_model(), device="cpu", max_seq_length=8)
+def test_bi_encoder_counts_truncation_and_honours_max_length() -> None:
+    stage = DenseReranker(default_dense_model(), device="cpu", max_length=8)
     ranking = stage.rerank("q", ["one two three four five six seven eight nine ten", "short"])
     assert stage.model.max_seq_length == 8
     assert ranking.truncated == 1

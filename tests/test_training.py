@@ -460,3 +460,16 @@ def test_when_no_step_beats_the_base_model_its_weights_are_the_output(
     base = CrossEncoder(default_cross_encoder(), device="cpu").predict(pairs)
     out = CrossEncoder(str(tmp_path / "ce"), device="cpu").predict(pairs)
     assert np.allclose(base, out, atol=1e-6)
+
+
+def test_relevant_grade_sets_the_least_label_of_an_mnrl_positive(
+    sim_labels: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, labels = sim_labels
+    # above every label on the 0-3 scale: no positive is left, which the command says before training
+    completed = run_cli(
+        "distill", str(labels), "--stage", "dense:", "--loss", "mnrl", "--relevant-grade", "4",
+        "--out", str(tmp_path / "dense"),
+    )  # fmt: skip
+    assert completed.returncode == 2, completed.stderr
+    assert "no query has a passage at or above the relevance grade" in completed.stderr

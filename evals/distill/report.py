@@ -52,6 +52,10 @@ SPLITS: dict[str, dict[str, Any]] = {
                 f"{DL19_BASE}dense-20-listwise__r0.json",
             ),
         ],
+        # the base dense stage at the students' max_length, stage alone (no cascade of its own)
+        "alone": [
+            ("dense (all-MiniLM-L6-v2) cut at 128 tokens, as the student", "results/dl19__dense-128__r0.json")
+        ],
     },
     "scifact": {
         "title": "SciFact train labels → SciFact test",
@@ -129,6 +133,12 @@ def routing_rows(stage: StageFromTrace, cascade: dict[str, Any]) -> list[dict[st
             }
         )
     return rows
+
+
+def base_name(path: str) -> str:
+    """A base model's folder name (the packaged all-MiniLM-L6-v2 sits in a folder named model)."""
+    folder = Path(path)
+    return folder.parent.name if folder.name == "model" else folder.name
 
 
 def not_run_note(split: str, lines: list[str]) -> list[str]:
@@ -223,6 +233,11 @@ def main(split: str) -> None:
         lines.append(
             f"| {name} | {m['ndcg@10']:.4f} | {m['recall@20']:.4f} |" if m else f"| {name} | {missing} | |"
         )
+    for name, alone in spec.get("alone", []):
+        m = stage_metrics(alone)
+        lines.append(
+            f"| {name} | {m['ndcg@10']:.4f} | {m['recall@20']:.4f} |" if m else f"| {name} | {missing} | |"
+        )
     for name, trace in zip(
         [f"distilled cross-encoder ({full} queries)", f"distilled dense ({full} queries)"],
         traces,
@@ -292,7 +307,7 @@ def main(split: str) -> None:
         kind, n = key.rsplit("-", 1)
         name = f"{'dense' if kind == 'dense' else 'cross-encoder'}, {n[:-1]} queries"
         lines.append(
-            f"| {name} | `{Path(rec['base_model']).name}` | {s['loss']} | {s['epochs']} | "
+            f"| {name} | `{base_name(rec['base_model'])}` | {s['loss']} | {s['epochs']} | "
             f"{s['learning_rate']} | {s['batch_size']} | {s['max_length']} | "
             f"{rec['counts']['steps']} ({rec['validation']['best_step']}) | "
             f"{rec['validation']['before']:.4f} → {rec['validation']['best']:.4f} | {rec['seconds']:.0f} |"

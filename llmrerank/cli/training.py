@@ -194,6 +194,11 @@ Examples:
 @click.option("--learning-rate", "--lr", type=float, help="[cross-encoder 3e-5, dense 1e-5]")
 @click.option("--max-length", type=int, default=256, show_default=True, help="Tokens per input.")
 @click.option("--list-size", type=int, default=25, show_default=True, help="Passages per list (listwise).")
+@click.option(
+    "--relevant-grade",
+    type=float,
+    help="mnrl: the least label a positive has [half the top grade, rounded up: 2 on 0-3].",
+)
 @click.option("--validation-fraction", type=float, default=0.2, show_default=True, help="Of the queries.")
 @click.option("--eval-steps", type=int, help="Validate every N steps [about 4 times an epoch].")
 @click.option(
@@ -222,6 +227,7 @@ def distill_command(
     learning_rate: float | None,
     max_length: int,
     list_size: int,
+    relevant_grade: float | None,
     validation_fraction: float,
     eval_steps: int | None,
     patience: int,
@@ -241,6 +247,7 @@ def distill_command(
         learning_rate=learning_rate,
         max_length=max_length,
         list_size=list_size,
+        relevant_grade=relevant_grade,
         eval_steps=eval_steps,
         patience=patience,
         max_steps=max_steps,

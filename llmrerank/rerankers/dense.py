@@ -70,7 +70,7 @@ class DenseReranker(EncoderStage):
         *,
         device: str = "auto",
         batch_size: int = 32,
-        max_seq_length: int | None = None,
+        max_length: int | None = None,
         query_prefix: str = "",
         passage_prefix: str = "",
         cache: DiskCache | None = None,
@@ -94,7 +94,7 @@ class DenseReranker(EncoderStage):
             max_batch_tokens=max_batch_tokens,
             onnx_cache_dir=onnx_cache_dir,
         )
-        self.max_seq_length = max_seq_length
+        self.max_length = max_length
         self.query_prefix = query_prefix
         self.passage_prefix = passage_prefix
         self.cache = cache
@@ -108,12 +108,12 @@ class DenseReranker(EncoderStage):
 
     def _load(self, sentence_transformers: Any, device: str) -> Any:
         model = sentence_transformers.SentenceTransformer(self.model_name, device=device)
-        if self.max_seq_length is not None and self.backend_in_use == "torch":
-            model.max_seq_length = self.max_seq_length
+        if self.max_length is not None and self.backend_in_use == "torch":
+            model.max_seq_length = self.max_length
         return model
 
     def _configured_max_length(self) -> int | None:
-        return self.max_seq_length
+        return self.max_length
 
     def _torch_run(self, model: Any, inputs: Sequence[TextInput]) -> Any:
         return model.encode(
