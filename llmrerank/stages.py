@@ -15,15 +15,14 @@ see ``llmrerank.rerankers.remote``).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import yaml
 
 from .errors import UserError
+from .plugins import Registry
 from .rerankers.protocol import Reranker
 
 if TYPE_CHECKING:
@@ -41,31 +40,17 @@ __all__ = [
 StageFactory = Callable[..., Reranker]
 ENTRY_POINT_GROUP = "llmrerank.stages"
 
-_registry: dict[str, StageFactory] = {}
-_lock = threading.Lock()
+_stages: Registry[StageFactory] = Registry("stage kind", ENTRY_POINT_GROUP, forbidden=":?&=")
 
 
 def register_stage(kind: str, factory: StageFactory, *, replace: bool = False) -> None:
     """Make ``KIND:MODEL?options`` build a stage with ``factory``."""
-    if not kind or any(c in kind for c in ":?&="):
-        raise UserError(f"a stage kind is a non-empty name without ':', '?', '&' or '=', got {kind!r}")
-    with _lock:
-        if kind in _registry and _registry[kind] is not factory and not replace:
-            raise UserError(f"stage kind {kind!r} is already registered")
-        _registry[kind] = factory
-
-
-def _from_entry_points(kind: str) -> StageFactory | None:
-    for entry in entry_points(group=ENTRY_POINT_GROUP, name=kind):
-        factory: StageFactory = entry.load()
-        register_stage(kind, factory, replace=True)
-        return factory
-    return None
+    _stages.register(kind, factory, replace=replace)
 
 
 def stage_kinds() -> list[str]:
     """Every kind ``build_stage`` knows: registered, then installed through entry points."""
-    return sorted(set(_registry) | {e.name for e in entry_points(group=ENTRY_POINT_GROUP)})
+    return _stages.names()
 
 
 def parse_stage_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
@@ -90,9 +75,7 @@ def build_stage(spec: str, *, cache: DiskCache | None = None) -> Reranker:
     """A narrowing stage from its spec; the stage may use the pipeline's response ``cache``
     (the dense stage keeps passage embeddings there, a rerank server's scores go there)."""
     kind, model, options = parse_stage_spec(spec)
-    with _lock:
-        factory = _registry.get(kind)
-    factory = factory or _from_entry_points(kind)
+    factory = _stages.find(kind)
     if factory is None:
         raise UserError(f"unknown stage kind {kind!r} in {spec!r}; known: {', '.join(stage_kinds())}")
     try:

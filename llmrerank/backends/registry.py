@@ -8,12 +8,11 @@ prefix, the object a factory). A factory is called as
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
-from importlib.metadata import entry_points
 from typing import Any
 
 from ..errors import UserError
+from ..plugins import Registry
 from .base import Backend
 
 __all__ = ["ENTRY_POINT_GROUP", "BackendFactory", "backend_prefixes", "make_backend", "register_backend"]
@@ -21,32 +20,17 @@ __all__ = ["ENTRY_POINT_GROUP", "BackendFactory", "backend_prefixes", "make_back
 BackendFactory = Callable[..., Backend]
 ENTRY_POINT_GROUP = "llmrerank.backends"
 
-_registry: dict[str, BackendFactory] = {}
-_lock = threading.Lock()
+_backends: Registry[BackendFactory] = Registry("backend prefix", ENTRY_POINT_GROUP)
 
 
 def register_backend(prefix: str, factory: BackendFactory, *, replace: bool = False) -> None:
     """Make ``prefix:MODEL`` build a backend with ``factory``."""
-    if not prefix or ":" in prefix:
-        raise UserError(f"a backend prefix is a non-empty name without ':', got {prefix!r}")
-    with _lock:
-        if prefix in _registry and _registry[prefix] is not factory and not replace:
-            raise UserError(f"backend prefix {prefix!r} is already registered")
-        _registry[prefix] = factory
-
-
-def _from_entry_points(prefix: str) -> BackendFactory | None:
-    for entry in entry_points(group=ENTRY_POINT_GROUP, name=prefix):
-        factory: BackendFactory = entry.load()
-        register_backend(prefix, factory, replace=True)
-        return factory
-    return None
+    _backends.register(prefix, factory, replace=replace)
 
 
 def backend_prefixes() -> list[str]:
     """Every prefix ``make_backend`` knows: registered, then installed through entry points."""
-    names = set(_registry) | {e.name for e in entry_points(group=ENTRY_POINT_GROUP)}
-    return sorted(names)
+    return _backends.names()
 
 
 def make_backend(spec: str, *, base_url: str | None = None, **options: Any) -> Backend:
@@ -58,7 +42,7 @@ def make_backend(spec: str, *, base_url: str | None = None, **options: Any) -> B
             "(e.g. openai:gpt-4o-mini, local: for the bundled model, or sim:dl19 for the simulated "
             "judge, which works offline)"
         )
-    factory = _registry.get(prefix) or _from_entry_points(prefix)
+    factory = _backends.find(prefix)
     if factory is None:
         raise UserError(
             f"unknown backend prefix {prefix!r} in {spec!r}; known: {', '.join(backend_prefixes())}"
