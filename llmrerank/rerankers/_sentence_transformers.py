@@ -121,6 +121,10 @@ class EncoderStage:
     ``threads``: intra-op threads (default: the cores this process may use; for torch it sets
     ``torch.set_num_threads``, which is process-wide). ``max_batch_tokens``: ONNX batches are
     formed shortest first up to this many padded tokens (and ``batch_size`` inputs).
+    ``max_length``: tokens per input (default: the model's own).
+
+    The stages spell these options out again and forward them, rather than take
+    ``**kwargs``, so that their signatures stay typed and documented where users read them.
     """
 
     uses_llm = False
@@ -139,6 +143,7 @@ class EncoderStage:
         threads: int | None = None,
         max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
         onnx_cache_dir: str | Path | None = None,
+        max_length: int | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise UserError(f"backend={backend!r}: use one of {', '.join(BACKENDS)}")
@@ -157,6 +162,7 @@ class EncoderStage:
         self.threads = None if threads is None else as_count(threads, "threads")
         self.max_batch_tokens = as_count(max_batch_tokens, "max_batch_tokens")
         self.onnx_cache_dir = Path(onnx_cache_dir).expanduser() if onnx_cache_dir else None
+        self.max_length = None if max_length is None else as_count(max_length, "max_length")
         self.load_s: float | None = None
         self.backend_in_use: str | None = None
         self._model: Runtime | None = None
@@ -174,7 +180,7 @@ class EncoderStage:
         raise NotImplementedError
 
     def _configured_max_length(self) -> int | None:
-        return None
+        return self.max_length
 
     def _rank(self, query: str, items: list[Candidate], top_k: int | None) -> Ranking:
         raise NotImplementedError

@@ -82,15 +82,12 @@ class CrossEncoderReranker(EncoderStage):
             threads=threads,
             max_batch_tokens=max_batch_tokens,
             onnx_cache_dir=onnx_cache_dir,
+            max_length=max_length,
         )
-        self.max_length = max_length
 
     def _load(self, sentence_transformers: Any, device: str) -> Any:
         max_length = self.max_length if self.backend_in_use == "torch" else None
         return sentence_transformers.CrossEncoder(self.model_name, device=device, max_length=max_length)
-
-    def _configured_max_length(self) -> int | None:
-        return self.max_length
 
     def _torch_run(self, model: Any, inputs: Sequence[TextInput]) -> Any:
         import torch

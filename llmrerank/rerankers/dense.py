@@ -93,8 +93,8 @@ class DenseReranker(EncoderStage):
             threads=threads,
             max_batch_tokens=max_batch_tokens,
             onnx_cache_dir=onnx_cache_dir,
+            max_length=max_length,
         )
-        self.max_length = max_length
         self.query_prefix = query_prefix
         self.passage_prefix = passage_prefix
         self.cache = cache
@@ -111,9 +111,6 @@ class DenseReranker(EncoderStage):
         if self.max_length is not None and self.backend_in_use == "torch":
             model.max_seq_length = self.max_length
         return model
-
-    def _configured_max_length(self) -> int | None:
-        return self.max_length
 
     def _torch_run(self, model: Any, inputs: Sequence[TextInput]) -> Any:
         return model.encode(
