@@ -24,6 +24,7 @@ from typing import Any, Literal
 from .server import (
     Fault,
     Hang,
+    LoopbackHandler,
     LoopbackServer,
     Reply,
     WireRequest,
@@ -122,16 +123,8 @@ class FaultServer(LoopbackServer):
 
 
 def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
-    class _Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    class _Handler(LoopbackHandler):
         left = False  # this request's reply is on its way (set per request)
-
-        def setup(self) -> None:
-            super().setup()
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
 
         def _head(self, status: int, length: int, content_type: str, headers: Mapping[str, str]) -> None:
             self.send_response(status)

@@ -24,6 +24,7 @@ from typing_extensions import Self
 __all__ = [
     "Fault",
     "Hang",
+    "LoopbackHandler",
     "Reply",
     "WireRequest",
     "WireResponse",
@@ -160,6 +161,21 @@ def answers_in_order(*responses: AnswerT) -> Callable[[object], AnswerT]:
 def scripted(*responses: WireResponse) -> Handler:
     """Answer with ``responses`` in order, then keep repeating the last one."""
     return answers_in_order(*responses)
+
+
+class LoopbackHandler(BaseHTTPRequestHandler):
+    """The base of the test servers' handlers: HTTP/1.1 keep-alive, no Nagle delay (headers
+    and body are separate writes: Nagle's algorithm and delayed ACKs would add ~40 ms to every
+    answer), and no request log on the test's stderr."""
+
+    protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
 
 
 def serve_in_background(handler_class: type[BaseHTTPRequestHandler], name: str) -> ThreadingHTTPServer:
@@ -320,18 +336,7 @@ class WireServer(LoopbackServer):
     def start(self) -> WireServer:
         server = self
 
-        class _Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def setup(self) -> None:
-                super().setup()
-                # headers and body are separate writes: without this, Nagle's algorithm and
-                # delayed ACKs add ~40 ms to every answer
-                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
+        class _Handler(LoopbackHandler):
             def _send(self, status: int, body: dict[str, Any], headers: Mapping[str, str] = {}) -> None:
                 self._send_bytes(status, json.dumps(body).encode(), "application/json", headers)
 

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
-from .server import Fault, Hang, LoopbackServer, answers_in_order, serve_in_background
+from .server import Fault, Hang, LoopbackHandler, LoopbackServer, answers_in_order, serve_in_background
 
 __all__ = ["Scores", "TEIRequest", "TEIServer", "in_order", "word_overlap"]
 
@@ -127,16 +126,7 @@ class TEIServer(LoopbackServer):
     def start(self) -> TEIServer:
         server = self
 
-        class _Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def setup(self) -> None:
-                super().setup()
-                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
+        class _Handler(LoopbackHandler):
             def _send(self, status: int, body: Any, headers: Mapping[str, str] = {}) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
