@@ -162,12 +162,15 @@ class RequestSpan:
 
 
 @contextmanager
-def request_span(name: str, query: str, candidates: int, top_k: int | None) -> Iterator[RequestSpan]:
-    """The current span while a cascade named ``name`` reranks ``candidates`` candidates."""
+def request_span(name: str, query: str, candidates: int | None, top_k: int | None) -> Iterator[RequestSpan]:
+    """The current span while a cascade named ``name`` reranks ``candidates`` candidates
+    (None: input the cascade will refuse, having no length)."""
     if not _AVAILABLE:
         yield RequestSpan(None)
         return
-    attributes: dict[str, Any] = {"llmrerank.cascade": name, "llmrerank.candidates.in": candidates}
+    attributes: dict[str, Any] = {"llmrerank.cascade": name}
+    if candidates is not None:
+        attributes["llmrerank.candidates.in"] = candidates
     if top_k is not None:
         attributes["llmrerank.top_k"] = top_k
     if _capture_text():

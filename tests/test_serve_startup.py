@@ -55,7 +55,7 @@ def _run_to_exit(service: ServiceProcess, within_s: float = FAIL_FAST_S) -> int:
     [
         ("crashing-llm", ["LocalServerError", "llama-server was killed by SIGILL"]),
         ({**GOOD, "rubric": "no/such/rubric.yaml"}, ["cannot read rubric", "no/such/rubric.yaml"]),
-        ({"narrow_with": ["bm99:"]}, ["unknown stage 'bm99:'"]),
+        ({"narrow_with": ["bm99:"]}, ["unknown stage kind 'bm99' in 'bm99:'"]),
         ({**GOOD, "strategy": "zigzag"}, ["unknown strategy 'zigzag'"]),
         ({"llm": "nope:model"}, ["unknown backend prefix 'nope'"]),
     ],

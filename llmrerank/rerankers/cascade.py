@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Sequence, Sized
 from dataclasses import dataclass, field, replace
 from functools import partial
 
@@ -243,7 +243,7 @@ class Cascade:
         return self._finish(query, *state.totals(current), top_k)
 
     def rerank(self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None) -> Ranking:
-        with request_span(self.name, query, len(candidates), top_k) as span:
+        with request_span(self.name, query, _count(candidates), top_k) as span:
             ranking = drive(self.walk(query, candidates, top_k), StageTurn.rerank)
             span.finished(ranking)
         return ranking
@@ -251,10 +251,15 @@ class Cascade:
     async def arerank(
         self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None
     ) -> Ranking:
-        with request_span(self.name, query, len(candidates), top_k) as span:
+        with request_span(self.name, query, _count(candidates), top_k) as span:
             ranking = await adrive(self.walk(query, candidates, top_k), StageTurn.arerank)
             span.finished(ranking)
         return ranking
+
+
+def _count(candidates: object) -> int | None:
+    """How many candidates came in, for the request span; the walk refuses what has no length."""
+    return len(candidates) if isinstance(candidates, Sized) else None
 
 
 def _merge(current: list[RankedCandidate], stage_ranking: Ranking) -> list[RankedCandidate]:
