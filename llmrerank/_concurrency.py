@@ -5,12 +5,14 @@
   attempt or request; ``current_token`` carries it across layers without new arguments.
 * ``run_in_daemon_threads``: a fan-out that stops on the first error and never keeps the
   process alive at exit (unlike ``ThreadPoolExecutor``, whose workers are joined at exit).
+* ``available_cores``: the cores this process may use (its affinity, not the machine's).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
 import threading
 import time
 import weakref
@@ -25,6 +27,7 @@ __all__ = [
     "CancelToken",
     "Limiter",
     "all_or_nothing",
+    "available_cores",
     "current_token",
     "limiter_for",
     "run_in_daemon_threads",
@@ -242,3 +245,11 @@ async def all_or_nothing(calls: Sequence[Coroutine[Any, Any, R]]) -> list[R]:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)

@@ -34,6 +34,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from .._concurrency import available_cores
 from ..errors import UserError
 
 logger = logging.getLogger("llmrerank")
@@ -68,13 +69,6 @@ def import_onnxruntime() -> Any:
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("LLMRERANK_ONNX_CACHE", "~/.cache/llmrerank/onnx")).expanduser()
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def resolve_model_dir(model_name: str) -> Path:

@@ -20,11 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import math
-import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
+from .._concurrency import available_cores
 from ..errors import BackendError, LLMRerankError, StageTimeoutError
 from ..rerankers.protocol import Reranker
 from ..retry import retried_failures
@@ -49,10 +49,7 @@ request_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 
 def default_local_concurrency() -> int:
     """The cores this process may use: local stage runs at once per worker by default."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    return available_cores()
 
 
 class QueueFull(LLMRerankError):
