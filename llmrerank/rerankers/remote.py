@@ -37,7 +37,8 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -239,22 +240,16 @@ class RemoteReranker:
         """One HTTP request, its whole reply read within ``timeout_s``."""
         started = time.monotonic()
         self._counted()
-        try:
-            with self.client.stream(
+        with (
+            self._transport_errors(),
+            self.client.stream(
                 "POST", self.endpoint, json=self._body(query, texts), headers=self._headers
-            ) as response:
-                chunks = []
-                for chunk in response.iter_bytes():
-                    self._deadline_check(started, token)
-                    chunks.append(chunk)
-        except httpx2.TimeoutException:
-            raise BackendTimeoutError(
-                f"{self.endpoint}: no reply within {self.timeout_s:g}s", provider="rerank-api"
-            ) from None
-        except httpx2.TransportError as exc:
-            raise TransientBackendError(
-                f"{self.endpoint}: connection failed: {exc}", provider="rerank-api"
-            ) from None
+            ) as response,
+        ):
+            chunks = []
+            for chunk in response.iter_bytes():
+                self._deadline_check(started, token)
+                chunks.append(chunk)
         return self._finish(response, b"".join(chunks), len(texts))
 
     async def _asend(self, client: httpx2.AsyncClient, query: str, texts: Sequence[str]) -> _Scored:
@@ -266,8 +261,15 @@ class RemoteReranker:
             ) as response:
                 return response, await response.aread()
 
-        try:
+        with self._transport_errors():
             response, body = await asyncio.wait_for(read(), self.timeout_s)
+        return self._finish(response, body, len(texts))
+
+    @contextmanager
+    def _transport_errors(self) -> Iterator[None]:
+        """A call's timeout and connection failures as the error tree's (both transient)."""
+        try:
+            yield
         except (asyncio.TimeoutError, httpx2.TimeoutException):
             raise BackendTimeoutError(
                 f"{self.endpoint}: no complete reply within {self.timeout_s:g}s", provider="rerank-api"
@@ -276,7 +278,6 @@ class RemoteReranker:
             raise TransientBackendError(
                 f"{self.endpoint}: connection failed: {exc}", provider="rerank-api"
             ) from None
-        return self._finish(response, body, len(texts))
 
     # -- cache and batches -----------------------------------------------------------------
     def _key(self, query: str, text: str) -> str:
