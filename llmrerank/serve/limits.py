@@ -148,28 +148,19 @@ class GatedLLM:
     async def arerank(
         self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None
     ) -> Ranking:
-        deadline = request_deadline.get()
-        if deadline is None:
+        remaining = _time_left("the LLM stage")
+        if remaining is None:
             return await self._gated(query, candidates, top_k)
-        remaining = deadline - asyncio.get_running_loop().time()
-        if remaining <= 0:
-            raise StageTimeoutError("the request deadline passed before the LLM stage")
         failures: list[BackendError] = []
         token = retried_failures.set(failures)  # the stage's task runs in a copy of this context
         try:
             task = asyncio.ensure_future(self._gated(query, candidates, top_k))
         finally:
             retried_failures.reset(token)
-        try:
-            done, _ = await asyncio.wait({task}, timeout=remaining)
-        except asyncio.CancelledError:  # the request itself was cancelled (client gone, shutdown)
-            task.cancel()
-            raise
-        if not done:
+        if not await _finished_within(task, remaining):
             # answer now; the stage's cancellation (closing connections, freeing its slot)
             # finishes in the background instead of delaying the response
             task.cancel()
-            task.add_done_callback(_consume)
             if failures:  # the LLM failed and was being retried: that is the reason, not the clock
                 first = failures[0]
                 raise StageTimeoutError(
@@ -224,27 +215,44 @@ class GatedLocal:
         self, query: str, candidates: Sequence[CandidateLike], top_k: int | None
     ) -> Ranking:
         started = asyncio.Event()
-        deadline = request_deadline.get()
-        if deadline is None:
+        remaining = _time_left(f"the {self.name} stage")
+        if remaining is None:
             return await self._gated(query, candidates, top_k, started)
-        remaining = deadline - asyncio.get_running_loop().time()
-        if remaining <= 0:
-            raise StageTimeoutError(f"the request deadline passed before the {self.name} stage")
         task = asyncio.ensure_future(self._gated(query, candidates, top_k, started))
-        try:
-            done, _ = await asyncio.wait({task}, timeout=remaining)
-        except asyncio.CancelledError:
-            task.cancel()
-            raise
-        if done:
+        if await _finished_within(task, remaining):
             return task.result()
-        task.add_done_callback(_consume)
         if not started.is_set():
             task.cancel()  # still queued for a slot: it will not run at all
             raise StageTimeoutError(
                 f"request deadline reached while the {self.name} stage waited for a CPU slot"
             )
         raise StageTimeoutError(f"request deadline reached during the {self.name} stage")
+
+
+def _time_left(stage: str) -> float | None:
+    """Seconds left of the running request's deadline (None: no deadline); a deadline
+    already passed raises ``StageTimeoutError`` before ``stage`` starts."""
+    deadline = request_deadline.get()
+    if deadline is None:
+        return None
+    remaining = deadline - asyncio.get_running_loop().time()
+    if remaining <= 0:
+        raise StageTimeoutError(f"the request deadline passed before {stage}")
+    return remaining
+
+
+async def _finished_within(task: asyncio.Future[Ranking], seconds: float) -> bool:
+    """Whether ``task`` finished within ``seconds``. If not, it is left running (the caller
+    cancels it or lets it finish) and its outcome is consumed whenever it comes; if the
+    request itself is cancelled while waiting (client gone, shutdown), so is the task."""
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.add_done_callback(_consume)
+    return bool(done)
 
 
 def _consume(task: asyncio.Future[Ranking]) -> None:
