@@ -14,11 +14,10 @@ from __future__ import annotations
 import json
 import socket
 import struct
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Literal
 
 from .server import (
@@ -84,41 +83,33 @@ def _refusal_body(request: WireRequest, refusal: Refusal) -> dict[str, Any]:
     return body
 
 
-class FaultServer(LoopbackServer):
+class FaultServer(LoopbackServer[WireRequest]):
     """``with FaultServer(handler) as server:`` then point an SDK at ``server.openai_base_url``
     or ``server.anthropic_base_url``. ``requests`` lists what arrived (``arrivals``: when);
     ``max_in_flight`` is the largest number of requests it was answering at once."""
 
     def __init__(self, handler: FaultHandler) -> None:
+        super().__init__()
         self.handler = handler
-        self.requests: list[WireRequest] = []
         self.arrivals: list[float] = []  # time.monotonic() of each request
         self.in_flight = 0
         self.max_in_flight = 0
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._httpd: ThreadingHTTPServer | None = None
-
-    @property
-    def count(self) -> int:
-        with self._lock:
-            return len(self.requests)
 
     def _arrived(self, request: WireRequest) -> None:
-        with self._lock:
+        with self.lock:
             self.requests.append(request)
             self.arrivals.append(time.monotonic())
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
 
     def _left(self) -> None:
-        with self._lock:
+        with self.lock:
             self.in_flight -= 1
 
     def start(self) -> FaultServer:
         handler_class = _make_handler(self)
 
-        self._httpd = serve_in_background(handler_class, "fault-server")
+        self.httpd = serve_in_background(handler_class, "fault-server")
         return self
 
 
@@ -174,7 +165,7 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
 
         def _answer(self, request: WireRequest, response: FaultResponse) -> None:
             if isinstance(response, Hang):
-                if server._stopping.wait(response.seconds):
+                if server.stopping.wait(response.seconds):
                     return
                 response = response.then
             if isinstance(response, Fault):
@@ -195,7 +186,7 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
                 body = json.dumps(success_body(request, response.reply)).encode()
                 self._head(200, len(body), "application/json", {})
                 for index in range(len(body)):
-                    if server._stopping.wait(response.interval_s):
+                    if server.stopping.wait(response.interval_s):
                         return
                     self.wfile.write(body[index : index + 1])
                     self.wfile.flush()

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from typing_extensions import Self
 
@@ -276,22 +276,36 @@ def success_body(request: WireRequest, reply: Reply) -> dict[str, Any]:
     }
 
 
-class LoopbackServer:
-    """What the test servers share: their base URLs on 127.0.0.1 (``_httpd`` once started),
-    ``stop`` and the ``with`` block around ``start``."""
+RequestT = TypeVar("RequestT")
 
-    _httpd: ThreadingHTTPServer | None
-    _stopping: threading.Event
+
+class LoopbackServer(Generic[RequestT]):
+    """What the test servers share: the requests they were sent (``requests``, ``count``,
+    guarded by ``lock``), their base URLs on 127.0.0.1 (``httpd`` once started), ``stop``
+    (which sets ``stopping``, so a handler waiting to answer gives up) and the ``with`` block
+    around ``start``."""
+
+    def __init__(self) -> None:
+        self.requests: list[RequestT] = []
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.httpd: ThreadingHTTPServer | None = None
+
+    @property
+    def count(self) -> int:
+        """How many requests arrived so far."""
+        with self.lock:
+            return len(self.requests)
 
     def start(self) -> Self:
         raise NotImplementedError
 
     def stop(self) -> None:
-        self._stopping.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
+        self.stopping.set()
+        if self.httpd is not None:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            self.httpd = None
 
     def __enter__(self) -> Self:
         return self.start()
@@ -301,9 +315,9 @@ class LoopbackServer:
 
     @property
     def url(self) -> str:
-        if self._httpd is None:
+        if self.httpd is None:
             raise RuntimeError(f"{type(self).__name__} is not started")
-        host, port = self._httpd.server_address[:2]
+        host, port = self.httpd.server_address[:2]
         return f"http://{host!s}:{port}"
 
     @property
@@ -315,18 +329,14 @@ class LoopbackServer:
         return self.url
 
 
-class WireServer(LoopbackServer):
+class WireServer(LoopbackServer[WireRequest]):
     """``with WireServer(handler) as server:`` then point an SDK at ``server.openai_base_url``
     or ``server.anthropic_base_url``. ``delay_s`` adds a fixed latency to every answer."""
 
     def __init__(self, handler: Handler, *, delay_s: float = 0.0) -> None:
+        super().__init__()
         self.handler = handler
         self.delay_s = delay_s
-        self.requests: list[WireRequest] = []
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     def route(self, method: str, path: str, headers: Any, raw: bytes) -> tuple[int, bytes, str] | None:
         """A hook for subclasses that serve more endpoints: (status, body, content type),
@@ -383,13 +393,13 @@ class WireServer(LoopbackServer):
                     body=json.loads(raw or b"{}"),
                     headers={k.lower(): v for k, v in self.headers.items()},
                 )
-                with server._lock:
+                with server.lock:
                     server.requests.append(request)
                 response = server.handler(request)
                 if server.delay_s:
                     time.sleep(server.delay_s)
                 if isinstance(response, Hang):
-                    if server._stopping.wait(response.seconds):
+                    if server.stopping.wait(response.seconds):
                         return
                     response = response.then
                 if isinstance(response, Fault):
@@ -403,5 +413,5 @@ class WireServer(LoopbackServer):
                     return
                 self._send(200, success_body(request, response))
 
-        self._httpd = serve_in_background(_Handler, "wire-server")
+        self.httpd = serve_in_background(_Handler, "wire-server")
         return self

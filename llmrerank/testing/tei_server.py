@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from http.server import ThreadingHTTPServer
 from typing import Any
 
 from .server import Fault, Hang, LoopbackHandler, LoopbackServer, answers_in_order, serve_in_background
@@ -66,7 +64,7 @@ def _error_type(status: int) -> str:
     )
 
 
-class TEIServer(LoopbackServer):
+class TEIServer(LoopbackServer[TEIRequest]):
     """``with TEIServer() as server:`` then ``rerank-api:{server.url}?wire=tei``.
     ``requests`` lists every rerank request that arrived (``count`` how many)."""
 
@@ -78,19 +76,11 @@ class TEIServer(LoopbackServer):
         max_client_batch_size: int = 32,
         api_key: str | None = None,
     ) -> None:
+        super().__init__()
         self.handler = handler or (lambda _: Scores())
         self.score = score
         self.max_client_batch_size = max_client_batch_size
         self.api_key = api_key
-        self.requests: list[TEIRequest] = []
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._httpd: ThreadingHTTPServer | None = None
-
-    @property
-    def count(self) -> int:
-        with self._lock:
-            return len(self.requests)
 
     def answer(self, request: TEIRequest) -> tuple[int, Any, Mapping[str, str]]:
         """(status, JSON body, headers) for a well-formed request, as TEI would answer."""
@@ -104,12 +94,12 @@ class TEIServer(LoopbackServer):
             return 413, {"error": message, "error_type": "validation"}, {}
         response = self.handler(request)
         if isinstance(response, Hang):
-            if self._stopping.wait(response.seconds):
+            if self.stopping.wait(response.seconds):
                 return 503, {"error": "shutting down", "error_type": "unhealthy"}, {}
             response = Scores()
         if isinstance(response, Fault):
             if response.delay_s:
-                self._stopping.wait(response.delay_s)
+                self.stopping.wait(response.delay_s)
             body = {"error": response.message, "error_type": _error_type(response.status)}
             return response.status, body, response.headers
         raw = bool(request.body.get("raw_scores", False))
@@ -164,9 +154,9 @@ class TEIServer(LoopbackServer):
                     self._send(422, {"error": "not a rerank request", "error_type": "tokenizer"})
                     return
                 request = TEIRequest(body=body, headers={k.lower(): v for k, v in self.headers.items()})
-                with server._lock:
+                with server.lock:
                     server.requests.append(request)
                 self._send(*server.answer(request))
 
-        self._httpd = serve_in_background(_Handler, "tei-server")
+        self.httpd = serve_in_background(_Handler, "tei-server")
         return self
