@@ -34,6 +34,7 @@ SPLITS: dict[str, dict[str, Any]] = {
         "depth": 50,
         "sizes": [10, 25, 54],
         "limit": None,
+        "train_set": "dl20",
         "no_ce": "not trained: the shipped cross-encoder's own training set was DL20 with its gold labels, "
         "the very pairs the teacher labels, so it has nothing new to learn from them and its "
         "validation on DL20 queries is contaminated (two runs, lr 3e-5 × 1 epoch and lr 1e-4 × 2 "
@@ -65,6 +66,7 @@ SPLITS: dict[str, dict[str, Any]] = {
         "depth": 30,
         "sizes": [25, 50],
         "limit": 100,
+        "train_set": "scifact-train",
         "no_ce": "not trained: the shipped cross-encoder's own training set included the SciFact "
         "train claims the teacher labels (see the DL20 split)",
         "baselines": [
@@ -137,6 +139,24 @@ def routing_rows(stage: StageFromTrace, cascade: dict[str, Any]) -> list[dict[st
                 "ndcg@10": round(ndcg, 4),
             }
         )
+    return rows
+
+
+def teacher_against_gold(labels: Path, train_set: str) -> list[str]:
+    """Markdown rows: how many labelled pairs of each gold grade the teacher gave each label."""
+    qrels = load_dataset(train_set).qrels
+    counts: dict[tuple[int, int], int] = {}
+    for line in labels.read_text("utf-8").splitlines():
+        row = json.loads(line)
+        gold = int(qrels.get(row["query_id"], {}).get(row["passage_id"], 0))
+        key = (gold, round(row["label"]))
+        counts[key] = counts.get(key, 0) + 1
+    scale = range(4)
+    rows = ["| gold grade | " + " | ".join(f"teacher {t}" for t in scale) + " | pairs |"]
+    rows.append("|---" * (len(scale) + 2) + "|")
+    for gold in sorted({g for g, _ in counts}):
+        cells = [counts.get((gold, t), 0) for t in scale]
+        rows.append(f"| {gold} | " + " | ".join(f"{c:,}" for c in cells) + f" | {sum(cells):,} |")
     return rows
 
 
@@ -322,6 +342,18 @@ def main(split: str) -> None:
         lines.append(
             f"\nLabels of `{rec['output']}`: `{labels['path']}` (sha256 `{labels['sha256'][:16]}…`)."
         )
+    all_labels = models / f"labels-{full}q.jsonl"
+    if all_labels.exists():
+        lines += [
+            "",
+            f"## The teacher's labels against the gold qrels ({full} queries, `{all_labels.name}`)",
+            "",
+            "Pairs by their gold grade (unjudged: 0) and the label the teacher gave them (the "
+            "judge reads SciFact's relevant, gold 1, as 3): a non-relevant pair graded 1 or more "
+            "is noise a student learns from.",
+            "",
+            *teacher_against_gold(all_labels, spec["train_set"]),
+        ]
     if distilled is None or routed is None:
         lines += ["", "## skip_margin routing with the distilled stage", "", missing]
         lines += not_run_note(split, lines)
