@@ -8,9 +8,10 @@ through it, so one spec gives one ranking wherever it runs.
 The rule for counts: each narrowing stage passes its ``keep`` best on to the next
 (``narrow_to``: one value per narrowing stage, or one for all; when not given, 20, except
 that a last stage with no LLM after it keeps ``top_k``). The LLM stage is asked for
-``top_k``, so adaptive strategies such as heapsort stop once they know the head, and the
-result is trimmed to ``top_k`` (None: the full ranking). What a stage cut stays below the
-survivors in its earlier order, so an untrimmed result always holds every candidate.
+``top_k`` (or a call's own ``top_k`` when fewer), so adaptive strategies such as heapsort
+stop once they know the head, and the result is trimmed to it (None: the full ranking).
+What a stage cut stays below the survivors in its earlier order, so an untrimmed result
+always holds every candidate.
 
 Stage specs (``llmrerank.stages``): ``KIND:[MODEL]`` with options after ``?`` as in a URL,
 ``cross-encoder:?batch_size=16&device=cpu``; the kinds are ``dense``, ``cross-encoder``

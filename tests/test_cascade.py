@@ -61,6 +61,38 @@ def test_stages_narrow_and_the_rest_stay_below_in_previous_order() -> None:
     assert len(cascade.rerank("q", PASSAGES, top_k=4)) == 4
 
 
+class AskedFor(ByNumber):
+    """An LLM-like stage that records how many of its ranking each call asked for."""
+
+    uses_llm = True
+
+    def __init__(self) -> None:
+        super().__init__("llm")
+        self.asked: list[int | None] = []
+
+    def rerank(self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None) -> Ranking:
+        self.asked.append(top_k)
+        return super().rerank(query, candidates, top_k=top_k)
+
+
+def test_the_last_llm_stage_is_asked_only_for_the_head_the_request_wants() -> None:
+    last = AskedFor()
+    cascade = Cascade([Stage(ByNumber(), keep=8), Stage(last, keep=5)])
+    assert len(cascade.rerank("q", PASSAGES)) == 10
+    assert len(cascade.rerank("q", PASSAGES, top_k=3)) == 3
+    assert len(asyncio.run(cascade.arerank("q", PASSAGES, top_k=2))) == 2
+    assert len(cascade.rerank("q", PASSAGES, top_k=7)) == 7  # more than keep: keep stands
+    assert last.asked == [5, 3, 2, 5]
+    # an LLM stage with a stage after it orders its whole keep whatever the request wants
+    first = AskedFor()
+    Cascade([Stage(first, keep=6), Stage(ByNumber("after"), keep=4)]).rerank("q", PASSAGES, top_k=1)
+    assert first.asked == [6]
+    # the cascade's own top_k counts as the request's when the call gives none
+    own = AskedFor()
+    Cascade([Stage(own)], top_k=4).rerank("q", PASSAGES)
+    assert own.asked == [4]
+
+
 def test_each_stage_reports_its_cost_from_the_price_table(tmp_path: Path) -> None:
     prices = tmp_path / "prices.yaml"
     prices.write_text("date: 2026-11-25\nmodels:\n  m: {input: 2.0, output: 8.0}\n")

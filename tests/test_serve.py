@@ -56,6 +56,13 @@ def service(
                 "strategy": "listwise",
             },
             "dense-only": {"narrow_with": ["dense:"]},
+            "dense-heapsort": {
+                "narrow_with": ["dense:"],
+                "narrow_to": 10,
+                "llm": "sim:dl19",
+                "strategy": "pairwise",
+                "strategy_options": {"method": "heapsort"},
+            },
             "hanging": {"llm": "openai:m", "base_url": hanging_llm.openai_base_url, "call_timeout_s": 30},
             "failing": {"llm": "openai:m", "base_url": failing_llm.openai_base_url},
         },
@@ -401,3 +408,19 @@ def _metric_sum(text: str, name: str) -> float:
 
 def _access_lines(service: ServiceProcess) -> list[dict[str, Any]]:
     return [json.loads(line) for line in service.log().splitlines() if line.startswith('{"ts"')]
+
+
+def test_top_n_reaches_the_llm_stage_so_heapsort_stops_early(client: httpx.Client, dl19: Dl19) -> None:
+    query = dl19[0][1]
+    body = {"model": "dense-heapsort", "query": query.query, "documents": _docs(query)}
+    calls = {}
+    for top_n in (1, None):
+        response = client.post("/v1/rerank", json={**body, "top_n": top_n} if top_n else body)
+        assert response.status_code == 200, response.text
+        meta = response.json()["meta"]
+        assert not meta["degraded"]
+        calls[top_n] = meta["llm_calls"] + meta["cached_calls"]
+        assert len(response.json()["results"]) == (top_n or len(body["documents"]))
+    # the cascade asks its LLM stage for the head the request wants: heapsort finds the best of
+    # the dense stage's 10 with far fewer comparisons than it takes to order all 10
+    assert 0 < calls[1] < calls[None] / 2, calls

@@ -111,12 +111,12 @@ class _Lockstep:
             turn = walk.question
             if isinstance(turn.stage.reranker, LLMReranker):
                 try:
-                    plan = turn.stage.reranker.plan(turn.query, turn.inputs, turn.stage.asked_top_k)
+                    plan = turn.stage.reranker.plan(turn.query, turn.inputs, turn.top_k)
                 except LLMRerankError as exc:
                     walk.throw(exc)
                     continue
                 job.llm, job.inputs, job.calls, job.plan_round = turn.stage.reranker, turn.inputs, [], 0
-                job.top_k = turn.stage.asked_top_k
+                job.top_k = turn.top_k
                 job.plan = Stepper(plan)
                 if self._plan_asks(job):
                     self._start_round(job)

@@ -85,32 +85,39 @@ class Stage:
     def uses_llm(self) -> bool:
         return self.reranker.uses_llm
 
-    @property
-    def asked_top_k(self) -> int | None:
-        """An LLM stage is asked for only its ``keep`` (adaptive strategies stop early; the
-        rest keep their earlier order); a local stage orders everything it is given."""
-        return self.keep if self.uses_llm else None
+    def asked_top_k(self, request_top_k: int | None = None, *, last: bool = False) -> int | None:
+        """How many of its ranking a stage is asked for: an LLM stage only its ``keep``, or
+        fewer when it is the ``last`` stage and the request wants only ``request_top_k``
+        (adaptive strategies stop once they know that head; the rest keep their earlier
+        order). A local stage orders everything it is given."""
+        if not self.uses_llm:
+            return None
+        if not last or request_top_k is None:
+            return self.keep
+        return request_top_k if self.keep is None else min(self.keep, request_top_k)
 
 
 @dataclass(frozen=True)
 class StageTurn:
     """What ``Cascade.walk`` asks for: ``stage``'s ranking of ``inputs`` (the survivors of
     the stages before it) for ``query``. ``rerank``/``arerank`` answer it as the cascade
-    does, asking for ``Stage.asked_top_k`` within the stage's time budget."""
+    does, asking for the head of ``top_k`` (``Stage.asked_top_k``) within the stage's time
+    budget."""
 
     stage: Stage
     query: str
     inputs: list[Candidate]
+    top_k: int | None = None
     span: StageSpan = field(default_factory=lambda: StageSpan(None))
 
     def rerank(self) -> Ranking:
         reranker, budget = self.stage.reranker, self.stage.timeout_s
-        work = partial(reranker.rerank, self.query, self.inputs, top_k=self.stage.asked_top_k)
+        work = partial(reranker.rerank, self.query, self.inputs, top_k=self.top_k)
         with self.span.active():
             return work() if budget is None else run_with_budget(work, budget)
 
     async def arerank(self) -> Ranking:
-        work = self.stage.reranker.arerank(self.query, self.inputs, top_k=self.stage.asked_top_k)
+        work = self.stage.reranker.arerank(self.query, self.inputs, top_k=self.top_k)
         with self.span.active():
             return await await_with_budget(work, self.stage.timeout_s)
 
@@ -219,7 +226,9 @@ class Cascade:
         current = self._start(items)
         state = _RunState()
         previous: str | None = None
-        for stage in self.stages:
+        wanted = top_k if top_k is not None else self.top_k
+        for index, stage in enumerate(self.stages):
+            asked = stage.asked_top_k(wanted, last=index == len(self.stages) - 1)
             inputs = [item.candidate for item in current]
             skip = self._skip_reason(stage, current, previous)
             started = time.perf_counter()
@@ -229,7 +238,7 @@ class Cascade:
             span = start_stage(stage.label, stage.reranker, stage.keep, len(inputs))
             if skip is None and inputs:
                 try:
-                    result = yield StageTurn(stage, query, inputs, span)
+                    result = yield StageTurn(stage, query, inputs, asked, span)
                 except LLMRerankError as exc:
                     if not stage.fallback or not stage_failure_degrades(exc):
                         exc.calls = (*state.calls, *exc.calls)
