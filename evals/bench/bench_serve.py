@@ -40,7 +40,9 @@ DEADLINE_S = 1.0
 DOCS_PER_REQUEST = 10
 
 
-def _requests() -> list[dict[str, Any]]:
+def dl19_bodies() -> list[dict[str, Any]]:
+    """One request body per DL19 query: the query and its first ``DOCS_PER_REQUEST`` BM25
+    passages (also used by ``bench_serve_cascade.py``)."""
     bodies = []
     for line in Path(asset(TREC_FILES["dl19"][0])).read_text().splitlines():
         record = json.loads(line)
@@ -49,9 +51,11 @@ def _requests() -> list[dict[str, Any]]:
     return bodies
 
 
-def _summary(
+def summary(
     latencies: list[float], wall_s: float, errors: int, extra: dict[str, Any] | None = None
 ) -> dict[str, Any]:
+    """Count, throughput and latency percentiles (ms) of ``latencies`` (seconds) over
+    ``wall_s``, with ``extra`` fields added."""
     ordered = sorted(latencies)
 
     def pct(p: float) -> float:
@@ -70,13 +74,18 @@ def _summary(
     }
 
 
-async def _drive(
+async def drive(
     call: Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]],
     bodies: list[dict[str, Any]],
     concurrency: int,
     seconds: float,
+    *,
+    stop: asyncio.Event | None = None,
 ) -> tuple[list[float], list[dict[str, Any]], int, float]:
-    """``concurrency`` clients, each sending its next request as soon as the last answers."""
+    """``concurrency`` clients, each sending its next request as soon as the last answers,
+    for ``seconds`` or until ``stop`` is set (a request in flight is still awaited). Returns
+    the latencies of the calls that returned, their non-None answers, the calls that raised
+    and the wall time."""
     latencies: list[float] = []
     answers: list[dict[str, Any]] = []
     errors = 0
@@ -85,7 +94,7 @@ async def _drive(
 
     async def client() -> None:
         nonlocal errors
-        while time.perf_counter() < stop_at:
+        while time.perf_counter() < stop_at and not (stop is not None and stop.is_set()):
             body = bodies[next(counter) % len(bodies)]
             started = time.perf_counter()
             try:
@@ -144,12 +153,12 @@ async def _levels(
     for concurrency in LEVELS:
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         async with httpx.AsyncClient(base_url=service.url, timeout=60, limits=limits) as http:
-            lat, metas, errors, wall = await _drive(_service_call(http, model), bodies, concurrency, level_s)
+            lat, metas, errors, wall = await drive(_service_call(http, model), bodies, concurrency, level_s)
         degraded = sum(1 for m in metas if m["degraded"])
-        served = _summary(lat, wall, errors, {"degraded": degraded})
+        served = summary(lat, wall, errors, {"degraded": degraded})
         library = await asyncio.to_thread(_library_call, spec, bodies[0])
-        lib_lat, _, lib_errors, lib_wall = await _drive(library, bodies, concurrency, level_s)
-        direct = _summary(lib_lat, lib_wall, lib_errors)
+        lib_lat, _, lib_errors, lib_wall = await drive(library, bodies, concurrency, level_s)
+        direct = summary(lib_lat, lib_wall, lib_errors)
         out[str(concurrency)] = {
             "service": served,
             "library": direct,
@@ -166,10 +175,10 @@ async def _cache_effect(service: ServiceProcess, bodies: list[dict[str, Any]]) -
         cold_lat, cold_metas, cold_err, cold_wall = await _drive_once(call, bodies, 8)
         warm_lat, warm_metas, warm_err, warm_wall = await _drive_once(call, bodies, 8)
     return {
-        "cold": _summary(
+        "cold": summary(
             cold_lat, cold_wall, cold_err, {"cached_calls": sum(m["cached_calls"] for m in cold_metas)}
         ),
-        "warm": _summary(
+        "warm": summary(
             warm_lat, warm_wall, warm_err, {"cached_calls": sum(m["cached_calls"] for m in warm_metas)}
         ),
     }
@@ -217,13 +226,13 @@ async def _soak(service: ServiceProcess, bodies: list[dict[str, Any]], seconds: 
 
     sampler = asyncio.create_task(sample())
     async with httpx.AsyncClient(base_url=service.url, timeout=60) as http:
-        lat, metas, errors, wall = await _drive(_service_call(http, "llm"), bodies, 8, seconds)
+        lat, metas, errors, wall = await drive(_service_call(http, "llm"), bodies, 8, seconds)
     done.set()
     await sampler
     warm = [s["rss_mb"] for s in samples if s["t_s"] >= seconds / 10] or [s["rss_mb"] for s in samples]
     return {
         "seconds": round(wall, 1),
-        **_summary(lat, wall, errors, {"degraded": sum(1 for m in metas if m["degraded"])}),
+        **summary(lat, wall, errors, {"degraded": sum(1 for m in metas if m["degraded"])}),
         "rss_mb_first_after_warmup": warm[0],
         "rss_mb_last": warm[-1],
         "rss_mb_max": max(warm),
@@ -240,7 +249,7 @@ async def _failures(service: ServiceProcess, bodies: list[dict[str, Any]], per_c
             lat, metas, errors, wall = await _drive_once(
                 _service_call(http, model), (bodies * 10)[:per_case], 32
             )
-        out[model] = _summary(
+        out[model] = summary(
             lat,
             wall,
             errors,
@@ -263,7 +272,7 @@ def main() -> None:
     parser.add_argument("--failure-requests", type=int, default=256)
     parser.add_argument("--out", default="evals/bench/results/serve.json")
     args = parser.parse_args()
-    bodies = _requests()
+    bodies = dl19_bodies()
     judge = SimulatedJudge.from_trec(*(asset(p) for p in TREC_FILES["dl19"]))
     with (
         WireServer(judge, delay_s=LLM_LATENCY_S) as llm,

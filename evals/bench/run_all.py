@@ -18,6 +18,7 @@ BENCHMARKS = [
     "bench_local_stages.py",
     "bench_local_llm.py",
     "bench_serve.py",
+    "bench_serve_cascade.py",
     "bench_batch.py",
     "bench_ray.py",
     "bench_cold_start.py",
