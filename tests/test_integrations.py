@@ -41,7 +41,7 @@ from llmrerank.integrations.langchain import LLMRerankCompressor
 from llmrerank.integrations.llamaindex import LLMRerankPostprocessor
 from llmrerank.rerankers.protocol import Reranker
 from llmrerank.testing import Fault, Hang, WireServer, scripted
-from llmrerank.types import CandidateLike, Ranking
+from llmrerank.types import CandidateLike, Ranking, as_candidates
 
 from .conftest import TrecQuery
 
@@ -88,9 +88,11 @@ class Recording:
         self.inner = inner
         self.name = inner.name
         self.verbs: list[str] = []
+        self.texts: list[list[str]] = []
 
     def rerank(self, query: str, candidates: Sequence[CandidateLike], *, top_k: int | None = None) -> Ranking:
         self.verbs.append("rerank")
+        self.texts.append([c.text for c in as_candidates(candidates)])
         return self.inner.rerank(query, candidates, top_k=top_k)
 
     async def arerank(
@@ -290,6 +292,19 @@ def test_llamaindex_postprocessor_degrades_when_the_llm_fails(
     )
     with pytest.raises(UserError, match="needs the query"):
         refused.postprocess_nodes(nodes)
+
+
+def test_llamaindex_ranks_the_text_with_the_metadata_mode_asked(question: Question) -> None:
+    node = TextNode(text=question.texts[0], metadata={"title": "Fleas"}, excluded_llm_metadata_keys=["docid"])
+    for mode, ranked in (
+        (MetadataMode.NONE, question.texts[0]),
+        (MetadataMode.LLM, f"title: Fleas\n\n{question.texts[0]}"),
+    ):
+        recording = Recording(build_reranker({"llm": None}))
+        LLMRerankPostprocessor(recording, metadata_mode=mode).postprocess_nodes(
+            [NodeWithScore(node=node)], query_str="q"
+        )
+        assert recording.texts == [[ranked]]
 
 
 # -- Haystack -----------------------------------------------------------------------------
