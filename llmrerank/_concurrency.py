@@ -231,7 +231,9 @@ def run_in_daemon_threads(
 
 async def all_or_nothing(calls: Sequence[Coroutine[Any, Any, R]]) -> list[R]:
     """Await ``calls`` as tasks; the first failure, or the caller's cancellation, cancels the
-    rest and waits for them to finish before raising, so no task outlives this call."""
+    rest and waits for them to finish before raising, so no task outlives this call. A task
+    that fails while being stopped (its reply landed first) is read too, so asyncio never
+    logs "Task exception was never retrieved" for it: the first failure is the one raised."""
     tasks = [asyncio.ensure_future(call) for call in calls]
     try:
         if tasks:
@@ -245,6 +247,9 @@ async def all_or_nothing(calls: Sequence[Coroutine[Any, Any, R]]) -> list[R]:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
+        for task in tasks:
+            if not task.cancelled():
+                task.exception()
 
 
 def available_cores() -> int:

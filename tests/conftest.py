@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Haystack sends usage statistics to PostHog unless told not to; tests never reach the internet
+os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
 # the offline datasets and models sit beside the repository (the Makefile sets the same)
 os.environ.setdefault("LLMRERANK_ASSETS", str(Path(__file__).resolve().parents[2] / "shared" / "assets"))
 

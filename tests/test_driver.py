@@ -184,6 +184,35 @@ def test_the_limiter_never_leaks_a_slot_to_a_cancelled_waiter() -> None:
     assert limiter.in_use == 1
 
 
+def test_a_call_failing_while_its_round_stops_leaves_no_unread_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # a round's calls fail one after another (an invalid key: every reply is a 401); the one
+    # whose reply lands while the round stops must not reach asyncio's "never retrieved" log
+    import gc
+
+    from llmrerank._concurrency import all_or_nothing
+
+    async def fails_now() -> int:
+        raise TerminalBackendError("HTTP 401: first")
+
+    async def fails_while_stopped() -> int:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise TerminalBackendError("HTTP 401: landed while stopping") from None
+        return 1
+
+    async def round_of_two() -> None:
+        with pytest.raises(TerminalBackendError, match="first"):
+            await all_or_nothing([fails_now(), fails_while_stopped()])
+
+    with caplog.at_level("ERROR", logger="asyncio"):
+        asyncio.run(round_of_two())
+        gc.collect()  # an unread task error is logged when the task is collected
+    assert "never retrieved" not in caplog.text
+
+
 def test_two_rerankers_on_one_backend_share_the_smaller_limit() -> None:
     backend = Scripted()
     first, second = reranker(backend, max_concurrency=6), reranker(backend, max_concurrency=3)

@@ -161,6 +161,31 @@ def test_an_import_circle_is_found_even_when_deferred(tmp_path: Path) -> None:
     assert import_circle(package) is None
 
 
+FRAMEWORKS = {
+    "langchain_core": "llmrerank.integrations.langchain",
+    "langchain_classic": "llmrerank.integrations.langchain",
+    "llama_index": "llmrerank.integrations.llamaindex",
+    "haystack": "llmrerank.integrations.haystack",
+}
+
+
+def test_each_framework_is_imported_by_its_adapter_only() -> None:
+    # the extras are optional: the rest of the library, the integrations package included,
+    # imports without them, and no other module reaches for an adapter
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        importer = module_name(path)
+        for target in imports_of(path):
+            top = target.split(".")[0]
+            if top in FRAMEWORKS and importer != FRAMEWORKS[top]:
+                offenders.append(f"{importer} imports {target}")
+            if target.startswith("llmrerank.integrations") and not importer.startswith(
+                "llmrerank.integrations"
+            ):
+                offenders.append(f"{importer} imports {target}")
+    assert not offenders, offenders
+
+
 def test_value_types_import_only_the_error_tree() -> None:
     own = {t for t in imports_of(PACKAGE / "types.py") if t.startswith("llmrerank")}
     assert all(t == "llmrerank.errors" or t.startswith("llmrerank.errors.") for t in own), own
