@@ -49,8 +49,9 @@ logger = logging.getLogger("llmrerank")
 INSTALL_HINT = 'backend="onnx" needs `pip install "llmrerank[onnx]"` (onnxruntime and onnx)'
 QUANTIZE_CHOICES = ("auto", "none", "int8")
 # 2: the recorded max length is the model's own, never a stage's configured one; weights
-# beside the graph (model.onnx.data). 3: int8 is INT8_RECIPE, no longer every op type
-_FORMAT = 3  # bump when the exported layout changes
+# beside the graph (model.onnx.data)
+_FORMAT = 2  # bump when the exported layout changes
+# an int8 export's folder names its recipe, so a changed recipe is exported anew
 INT8_RECIPE = "dynamic-matmul-per-channel"
 INT8_TOLERANCE = 0.005  # nDCG@10 int8 may lose to fp32 on each check set and still be used
 INT8_CHECK_SETS = ("dl19", "dl20")
@@ -392,7 +393,8 @@ def _folder(
         raise UserError(f"quantize={quantize!r}: an export is none or int8")
     source = resolve_model_dir(model_name)
     root = cache_dir or default_cache_dir()
-    folder = root / f"{checkpoint_hash(source, root)}-{quantize}-v{_FORMAT}"
+    label = f"int8.{INT8_RECIPE}" if quantize == "int8" else quantize
+    folder = root / f"{checkpoint_hash(source, root)}-{label}-v{_FORMAT}"
     if not (folder / "meta.json").is_file():
         if not export_allowed:
             return None
