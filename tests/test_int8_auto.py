@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from llmrerank.cli import main
 from llmrerank.rerankers import _onnx
+from llmrerank.rerankers.cross_encoder import CrossEncoderReranker
 from llmrerank.rerankers.dense import DenseReranker
 
 from .conftest import TrecQuery
@@ -111,13 +112,15 @@ def test_auto_quantize_follows_the_record_with_the_export(dl19: DL19, export_dir
         path.unlink()
 
 
-def test_auto_backend_takes_the_fp32_backend_timed_faster_on_this_host(export_dir: Path) -> None:
+@pytest.mark.parametrize("kind", [DenseReranker, CrossEncoderReranker])
+def test_auto_backend_takes_the_fp32_backend_timed_faster_on_this_host(
+    export_dir: Path, kind: type[DenseReranker] | type[CrossEncoderReranker]
+) -> None:
     timing = (
-        DenseReranker(device="cpu", backend="onnx", onnx_cache_dir=export_dir).export_folder("none")
-        / "timing.json"
+        kind(device="cpu", backend="onnx", onnx_cache_dir=export_dir).export_folder("none") / "timing.json"
     )
     timing.write_text(json.dumps({"cpu": "Another CPU", "torch": 0.1, "onnx": 9.9}))
-    measured = DenseReranker(device="cpu", onnx_cache_dir=export_dir)
+    measured = kind(device="cpu", onnx_cache_dir=export_dir)
     measured.load()
     kept = json.loads(timing.read_text())
     assert kept["cpu"] == _onnx.host_cpu()  # another CPU's timing is not trusted: timed again
@@ -127,7 +130,7 @@ def test_auto_backend_takes_the_fp32_backend_timed_faster_on_this_host(export_di
     for faster in ("torch", "onnx"):
         slower = "onnx" if faster == "torch" else "torch"
         timing.write_text(json.dumps({"cpu": _onnx.host_cpu(), faster: 0.1, slower: 0.2}))
-        stage = DenseReranker(device="cpu", onnx_cache_dir=export_dir)
+        stage = kind(device="cpu", onnx_cache_dir=export_dir)
         stage.load()
         assert (stage.backend_in_use, stage.quantize_in_use) == (faster, "none")
         assert stage.choice_reason.startswith(f"fp32 {'torch' if faster == 'torch' else 'ONNX'}: faster")

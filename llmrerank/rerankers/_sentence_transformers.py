@@ -97,7 +97,7 @@ def resolve_backend(backend: str, device: str) -> str:
 
 
 # the host timing's sample: 32 inputs of about 100 tokens, the size of a reranked passage
-_TIMING_TEXT = (
+TIMING_TEXT = (
     "Dense retrieval encodes a query and each passage into vectors, and a cross-encoder reads "
     "the query and the passage together; both spend most of their time multiplying the "
     "token vectors by the weight matrices of six transformer layers, so their cost grows "
@@ -272,7 +272,8 @@ class EncoderStage:
         return path
 
     def _timing_inputs(self) -> list[_onnx.TextInput]:
-        return [_TIMING_TEXT] * 32
+        """What the host timing runs: 32 passages (a cross-encoder makes them pairs)."""
+        return [TIMING_TEXT] * 32
 
     def _fastest_fp32(self) -> Runtime:
         """ONNX fp32 or torch, whichever the host timing kept beside the fp32 export says

@@ -19,7 +19,7 @@ from typing import Any
 from ..settings import assets_dir
 from ..types import Candidate, CandidateLike, Ranking, as_request
 from ._onnx import TextInput
-from ._sentence_transformers import DEFAULT_MAX_BATCH_TOKENS, EncoderStage
+from ._sentence_transformers import DEFAULT_MAX_BATCH_TOKENS, TIMING_TEXT, EncoderStage
 from .protocol import ranking_from_scores
 
 __all__ = ["CrossEncoderReranker", "default_cross_encoder"]
@@ -100,6 +100,9 @@ class CrossEncoderReranker(EncoderStage):
             show_progress_bar=False,
             convert_to_numpy=True,
         )
+
+    def _timing_inputs(self) -> list[TextInput]:
+        return [("where does an encoder spend its time", TIMING_TEXT)] * 32
 
     @property
     def effective_max_length(self) -> int:
