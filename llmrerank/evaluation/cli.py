@@ -308,3 +308,19 @@ def agree_command(
             f"inverted {item.inverted}/{item.ordered_pairs}"
         )
     click.echo(f"wrote {md} and {page}")
+
+
+@eval_group.command("int8-check", short_help="Is a local stage's int8 within 0.005 nDCG@10 of fp32 here?")
+@click.argument("stage", default="dense:")
+@click.option("--sets", default="dl19,dl20", show_default=True, help="Golden sets, comma-separated.")
+@click.option("--limit", type=int, help="Queries per set (a limited check never lets int8 in).")
+@click.option("--depth", type=int, help="Candidates per query (default: 100 dense, 50 cross-encoder).")
+def int8_check_command(stage: str, sets: str, limit: int | None, depth: int | None) -> None:
+    """Rerank DL19 and DL20 with STAGE's ONNX fp32 and int8 exports (e.g. 'dense:',
+    'cross-encoder:'), print nDCG@10 of each and the speed-up, and keep the result with the
+    int8 export, where quantize=auto reads it: int8 is used on this CPU model only when it
+    is within 0.005 nDCG@10 of fp32 on both sets and faster."""
+    from .int8_check import check_int8
+
+    record = check_int8(stage, sets=[s for s in sets.split(",") if s], limit=limit, depth=depth)
+    click.echo(json.dumps(record, indent=2))

@@ -3,7 +3,8 @@
 Why this route: sentence-transformers' own ``backend="onnx"`` needs ``optimum-onnx``, which
 pins ``transformers<4.58`` while sentence-transformers 6 needs ``transformers>=5``. Here the
 loaded sentence-transformers model (pooling and normalisation included) is traced with
-``torch.onnx.export``, int8 weights come from ``onnxruntime.quantization.quantize_dynamic``,
+``torch.onnx.export``, int8 weights come from ``onnxruntime.quantization.quantize_dynamic``
+(the recipe ``INT8_RECIPE``: see ``quantize_int8``),
 and inputs are tokenised with the model's own fast tokenizer (``tokenizers``), so nothing
 beyond ``onnxruntime`` and ``onnx`` is added and no pin conflicts with transformers.
 
@@ -18,6 +19,12 @@ folder named by the source model's content hash and the quantisation, so each mo
 exported once per machine and a changed checkpoint is exported again. Hashing a checkpoint
 reads every byte (90 MB for MiniLM), so the hash is remembered beside the exports with each
 file's size and modification time, and read again only when one of them changes.
+
+Records kept with an export (both JSON, both per host, since the CPU decides them):
+``int8-check.json`` in an int8 export, written by ``llmrerank eval int8-check`` (nDCG@10
+of fp32 and int8 on DL19 and DL20, the speed ratio, the CPU), and ``timing.json`` in an
+fp32 export, the quick torch-vs-ONNX timing that ``backend="auto"`` makes once per host.
+``int8_refusal`` reads the first: ``quantize="auto"`` uses int8 only where it says yes.
 """
 
 from __future__ import annotations
@@ -40,10 +47,16 @@ from ..errors import UserError
 logger = logging.getLogger("llmrerank")
 
 INSTALL_HINT = 'backend="onnx" needs `pip install "llmrerank[onnx]"` (onnxruntime and onnx)'
-QUANTIZE_CHOICES = ("none", "int8")
+QUANTIZE_CHOICES = ("auto", "none", "int8")
 # 2: the recorded max length is the model's own, never a stage's configured one; weights
 # beside the graph (model.onnx.data)
 _FORMAT = 2  # bump when the exported layout changes
+# an int8 export's folder names its recipe, so a changed recipe is exported anew
+INT8_RECIPE = "dynamic-matmul-per-channel"
+INT8_TOLERANCE = 0.005  # nDCG@10 int8 may lose to fp32 on each check set and still be used
+INT8_CHECK_SETS = ("dl19", "dl20")
+INT8_CHECK_FILE = "int8-check.json"
+TIMING_FILE = "timing.json"
 
 TextInput = str | tuple[str, str]
 
@@ -166,6 +179,81 @@ class _QuietRootLogger(logging.Filter):
         return record.levelno >= logging.ERROR
 
 
+def quantize_int8(source: Path, target: Path) -> None:
+    """``INT8_RECIPE``: dynamic quantisation of the MatMuls whose B is a weight, with a
+    scale per output channel. The embeddings' ``Gather`` and the attention's activation ×
+    activation MatMuls stay fp32: ``quantize_dynamic``'s defaults quantise those too and
+    cost 0.02 nDCG@10 (evals/bench/README.md, "int8 recipes", measured them)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quiet = _QuietRootLogger()  # the quantiser logs a pre-processing hint on root
+    logging.getLogger().addFilter(quiet)
+    try:
+        quantize_dynamic(
+            source,
+            target,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul"],
+            per_channel=True,
+            extra_options={"MatMulConstBOnly": True},
+        )
+    finally:
+        logging.getLogger().removeFilter(quiet)
+
+
+def host_cpu() -> str:
+    """This host's CPU model name (as ``lscpu`` shows it), which records are kept for."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    staging = path.with_name(f".{path.name}.{os.getpid()}")
+    staging.write_text(json.dumps(record, indent=2) + "\n")
+    staging.replace(path)
+
+
+def int8_refusal(record: dict[str, Any] | None, cpu: str) -> str | None:
+    """Why int8 may not be used on ``cpu`` by the check ``record`` (None: it may). Yes
+    needs a complete check of every set in ``INT8_CHECK_SETS``, made with this recipe on
+    this CPU model, each within ``INT8_TOLERANCE`` nDCG@10 of fp32, and int8 faster."""
+    if record is None:
+        return "no int8 check recorded (run `llmrerank eval int8-check`)"
+    if record.get("recipe") != INT8_RECIPE:
+        return f"the int8 check was of recipe {record.get('recipe')!r}, not {INT8_RECIPE!r}"
+    if record.get("cpu") != cpu:
+        return f"the int8 check ran on {record.get('cpu')!r}, not on this CPU ({cpu!r})"
+    sets = record.get("sets")
+    if not isinstance(sets, dict):
+        return "the int8 check record has no sets"
+    for name in INT8_CHECK_SETS:
+        entry = sets.get(name)
+        if not isinstance(entry, dict) or not entry.get("complete"):
+            return f"the int8 check did not cover every {name} query"
+        delta = float(entry["int8"]) - float(entry["fp32"])
+        if delta < -INT8_TOLERANCE:
+            return f"int8 loses {-delta:.4f} nDCG@10 on {name} (more than {INT8_TOLERANCE})"
+    speedup = record.get("speedup")
+    if not isinstance(speedup, int | float) or speedup <= 1.0:
+        return f"int8 was not faster than fp32 here (speed-up {speedup})"
+    return None
+
+
 def export(model: Any, output: str, target: Path, quantize: str) -> None:
     """Trace ``model`` (a loaded sentence-transformers model, with its own default max
     length) into ``target``."""
@@ -191,16 +279,7 @@ def export(model: Any, output: str, target: Path, quantize: str) -> None:
                 dynamo=False,
             )
         if quantize == "int8":
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            quiet = _QuietRootLogger()  # the quantiser logs a pre-processing hint on root
-            logging.getLogger().addFilter(quiet)
-            try:
-                quantize_dynamic(
-                    staging / "model.onnx", staging / "model.int8.onnx", weight_type=QuantType.QInt8
-                )
-            finally:
-                logging.getLogger().removeFilter(quiet)
+            quantize_int8(staging / "model.onnx", staging / "model.int8.onnx")
             (staging / "model.int8.onnx").replace(staging / "model.onnx")
         # weights in a file of their own: ONNX Runtime maps it instead of parsing them out of
         # the graph's protobuf, which halves the time to open a session (a cold start's share)
@@ -214,6 +293,7 @@ def export(model: Any, output: str, target: Path, quantize: str) -> None:
             "inputs": input_names,
             "output": output,
             "quantize": quantize,
+            **({"recipe": INT8_RECIPE} if quantize == "int8" else {}),
             "max_seq_length": int(model.max_seq_length),
         }
         (staging / "meta.json").write_text(json.dumps(meta))
@@ -289,16 +369,35 @@ class OnnxEncoder:
         return np.asarray(rows, dtype=np.float32)
 
 
+def find_export(model_name: str, *, quantize: str, cache_dir: Path | None) -> Path | None:
+    """The export folder for ``model_name`` if it is cached, else None (nothing exported)."""
+    return _folder(model_name, quantize=quantize, cache_dir=cache_dir, load_source=None, output="")
+
+
 def prepare(model_name: str, *, quantize: str, cache_dir: Path | None, load_source: Any, output: str) -> Path:
     """The export folder for ``model_name``, exporting it first if it is not cached.
     ``load_source()`` loads the sentence-transformers model (only called on a miss)."""
+    folder = _folder(
+        model_name, quantize=quantize, cache_dir=cache_dir, load_source=load_source, output=output
+    )
+    assert folder is not None
+    return folder
+
+
+def _folder(
+    model_name: str, *, quantize: str, cache_dir: Path | None, load_source: Any, output: str
+) -> Path | None:
+    export_allowed = load_source is not None
     require_onnx()
-    if quantize not in QUANTIZE_CHOICES:
-        raise UserError(f"quantize={quantize!r}: use one of {', '.join(QUANTIZE_CHOICES)}")
+    if quantize not in ("none", "int8"):
+        raise UserError(f"quantize={quantize!r}: an export is none or int8")
     source = resolve_model_dir(model_name)
     root = cache_dir or default_cache_dir()
-    folder = root / f"{checkpoint_hash(source, root)}-{quantize}-v{_FORMAT}"
+    label = f"int8.{INT8_RECIPE}" if quantize == "int8" else quantize
+    folder = root / f"{checkpoint_hash(source, root)}-{label}-v{_FORMAT}"
     if not (folder / "meta.json").is_file():
+        if not export_allowed:
+            return None
         folder.parent.mkdir(parents=True, exist_ok=True)
         logger.info("exporting %s to ONNX (%s) in %s", model_name, quantize, folder)
         export(load_source(), output, folder, quantize)

@@ -3,7 +3,16 @@ the chosen device and backend, and the ``rerank``/``arerank`` verbs.
 
 Backends: ``torch`` (sentence-transformers; the reference, and the choice on a GPU) and
 ``onnx`` (ONNX Runtime on CPU, optionally with int8 weights; see ``_onnx``). ``auto`` picks
-torch on CUDA or MPS, else ONNX when its extra is installed, else torch.
+torch on CUDA or MPS, and on a CPU (with the ONNX extra installed):
+
+* ONNX int8, when ``quantize="auto"`` (the default) and the int8 export holds a check
+  (``llmrerank eval int8-check``) made on this CPU model that found int8 within 0.005
+  nDCG@10 of fp32 on DL19 and on DL20, and faster (``_onnx.int8_refusal``);
+* else the faster fp32 backend on this host: torch and ONNX are timed once on a fixed
+  sample (a second or two, the first time a stage loads on a host) and the result is kept
+  beside the fp32 export (``timing.json``), so later loads decide without torch.
+
+``quantize="none"`` or ``"int8"`` is obeyed as given (ONNX).
 
 Cold start: torch and sentence-transformers take seconds to import, so the ONNX path never
 imports them once its export is cached, and ``device="auto"`` asks torch about a GPU only
@@ -73,12 +82,27 @@ def resolve_device(device: str) -> str:
     return "cpu"
 
 
+def sentence_transformers_installed() -> bool:
+    return importlib.util.find_spec("sentence_transformers") is not None
+
+
 def resolve_backend(backend: str, device: str) -> str:
+    """The backend family: ``auto`` is torch on a GPU or without the ONNX extra, else ONNX
+    (which quantisation, and whether torch is faster here, ``EncoderStage`` decides)."""
     if backend != "auto":
         return backend
     if device != "cpu":
         return "torch"
     return "onnx" if _onnx.onnx_installed() else "torch"
+
+
+# the host timing's sample: 32 inputs of about 100 tokens, the size of a reranked passage
+TIMING_TEXT = (
+    "Dense retrieval encodes a query and each passage into vectors, and a cross-encoder reads "
+    "the query and the passage together; both spend most of their time multiplying the "
+    "token vectors by the weight matrices of six transformer layers, so their cost grows "
+    "with the number of tokens in the batch"
+)
 
 
 class TorchRuntime:
@@ -121,7 +145,10 @@ class EncoderStage:
     ``threads``: intra-op threads (default: the cores this process may use; for torch it sets
     ``torch.set_num_threads``, which is process-wide). ``max_batch_tokens``: ONNX batches are
     formed shortest first up to this many padded tokens (and ``batch_size`` inputs).
-    ``max_length``: tokens per input (default: the model's own).
+    ``max_length``: tokens per input (default: the model's own). ``quantize``: ``auto`` (int8
+    only where a recorded check allows it on this CPU, see the module's docstring),
+    ``none`` or ``int8`` (ONNX). After loading, ``backend_in_use``, ``quantize_in_use``
+    and ``choice_reason`` say what ran and why.
 
     The stages spell these options out again and forward them, rather than take
     ``**kwargs``, so that their signatures stay typed and documented where users read them.
@@ -139,7 +166,7 @@ class EncoderStage:
         batch_size: int,
         name: str,
         backend: str = "auto",
-        quantize: str = "none",
+        quantize: str = "auto",
         threads: int | None = None,
         max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
         onnx_cache_dir: str | Path | None = None,
@@ -149,7 +176,7 @@ class EncoderStage:
             raise UserError(f"backend={backend!r}: use one of {', '.join(BACKENDS)}")
         if quantize not in _onnx.QUANTIZE_CHOICES:
             raise UserError(f"quantize={quantize!r}: use one of {', '.join(_onnx.QUANTIZE_CHOICES)}")
-        if quantize != "none" and backend == "torch":
+        if quantize == "int8" and backend == "torch":
             raise UserError("quantize applies to backend=onnx only")
         if backend == "onnx":
             _onnx.require_onnx()  # a missing extra fails at construction, not mid-query
@@ -165,6 +192,9 @@ class EncoderStage:
         self.max_length = None if max_length is None else as_count(max_length, "max_length")
         self.load_s: float | None = None
         self.backend_in_use: str | None = None
+        self.quantize_in_use: str | None = None
+        self.choice_reason = ""
+        self._source: Any = None  # the model loaded to export, kept while the stage loads
         self._model: Runtime | None = None
         self._lock = threading.Lock()
 
@@ -185,31 +215,26 @@ class EncoderStage:
     def _rank(self, query: str, items: list[Candidate], top_k: int | None) -> Ranking:
         raise NotImplementedError
 
-    def _build(self) -> Runtime:
-        device = resolve_device(self.device)
-        backend = resolve_backend(self.backend, device)
-        self.backend_in_use = backend
-        if backend == "onnx":
+    def _load_source(self) -> Any:
+        """The sentence-transformers model on CPU with its own max length, to export."""
+        sentence_transformers = import_sentence_transformers()
+        with quiet_loading():
+            self._source = self._load(sentence_transformers, "cpu")
+        return self._source
 
-            def load_source() -> Any:  # only to export: a cached export needs no torch
-                sentence_transformers = import_sentence_transformers()
-                with quiet_loading():
-                    return self._load(sentence_transformers, "cpu")
+    def _onnx_runtime(self, quantize: str) -> _onnx.OnnxEncoder:
+        self.backend_in_use, self.quantize_in_use = "onnx", quantize
+        folder = self.export_folder(quantize)
+        return _onnx.OnnxEncoder(
+            folder,
+            max_seq_length=self._configured_max_length(),
+            threads=self.threads,
+            max_batch_tokens=self.max_batch_tokens,
+            batch_size=self.batch_size,
+        )
 
-            folder = _onnx.prepare(
-                self.model_name,
-                quantize=self.quantize,
-                cache_dir=self.onnx_cache_dir,
-                load_source=load_source,
-                output=self.onnx_output,
-            )
-            return _onnx.OnnxEncoder(
-                folder,
-                max_seq_length=self._configured_max_length(),
-                threads=self.threads,
-                max_batch_tokens=self.max_batch_tokens,
-                batch_size=self.batch_size,
-            )
+    def _torch_runtime(self, device: str) -> TorchRuntime:
+        self.backend_in_use, self.quantize_in_use = "torch", "none"
         sentence_transformers = import_sentence_transformers()
         if self.threads:
             import torch
@@ -221,19 +246,114 @@ class EncoderStage:
             model.half()
         return TorchRuntime(model, self)
 
+    def export_folder(self, quantize: str) -> Path:
+        """The ONNX export of this stage's model (``none`` or ``int8``), exported first if
+        it is not cached."""
+        return _onnx.prepare(
+            self.model_name,
+            quantize=quantize,
+            cache_dir=self.onnx_cache_dir,
+            load_source=self._load_source,
+            output=self.onnx_output,
+        )
+
+    def int8_refusal(self) -> str | None:
+        """Why ``quantize="auto"`` would not use int8 here (None: it would): the check
+        recorded with the int8 export, read for this CPU (see ``_onnx.int8_refusal``)."""
+        folder = _onnx.find_export(self.model_name, quantize="int8", cache_dir=self.onnx_cache_dir)
+        record = None if folder is None else _onnx.read_record(folder / _onnx.INT8_CHECK_FILE)
+        return _onnx.int8_refusal(record, _onnx.host_cpu())
+
+    def record_int8_check(self, record: dict[str, Any]) -> Path:
+        """Keep ``record`` (what ``llmrerank eval int8-check`` measured) with the int8
+        export, adding the recipe and this CPU; returns the file written."""
+        path = self.export_folder("int8") / _onnx.INT8_CHECK_FILE
+        _onnx.write_record(path, {**record, "recipe": _onnx.INT8_RECIPE, "cpu": _onnx.host_cpu()})
+        return path
+
+    def _timing_inputs(self) -> list[_onnx.TextInput]:
+        """What the host timing runs: 32 passages (a cross-encoder makes them pairs)."""
+        return [TIMING_TEXT] * 32
+
+    def _fastest_fp32(self) -> Runtime:
+        """ONNX fp32 or torch, whichever the host timing kept beside the fp32 export says
+        is faster on this CPU; timed now (and kept) when there is none for this CPU."""
+        onnx_runtime = self._onnx_runtime("none")
+        if not sentence_transformers_installed():
+            self.choice_reason = "fp32 ONNX: sentence-transformers (torch) is not installed"
+            return onnx_runtime
+        path = self.export_folder("none") / _onnx.TIMING_FILE
+        cpu = _onnx.host_cpu()
+        timing = _onnx.read_record(path)
+        torch_runtime: TorchRuntime | None = None
+        if timing is None or timing.get("cpu") != cpu:
+            # the model just loaded to export, if this load exported: timed as it is
+            timed = TorchRuntime(self._source, self) if self._source is not None else None
+            torch_runtime = timed or self._torch_runtime("cpu")
+            inputs = self._timing_inputs()
+            seconds: dict[str, list[float]] = {"onnx": [], "torch": []}
+            for _ in range(3):  # interleaved, so another process's load hits both alike
+                for name, runtime in (("onnx", onnx_runtime), ("torch", torch_runtime)):
+                    started = time.perf_counter()
+                    runtime.run(inputs)
+                    seconds[name].append(time.perf_counter() - started)
+            timing = {"cpu": cpu, "inputs": len(inputs), **{k: min(v[1:]) for k, v in seconds.items()}}
+            try:
+                _onnx.write_record(path, timing)
+            except OSError as exc:  # a read-only cache times again next time
+                logger.debug("cannot keep the host timing in %s: %s", path, exc)
+            if timed is not None:  # the export's model has the model's own max length
+                torch_runtime = None
+        if float(timing["torch"]) < float(timing["onnx"]):
+            self.choice_reason = (
+                "fp32 torch: faster than ONNX on this CPU "
+                f"({timing['torch']:.3f} s vs {timing['onnx']:.3f} s)"
+            )
+            return torch_runtime or self._torch_runtime("cpu")
+        self.choice_reason = (
+            f"fp32 ONNX: faster than torch on this CPU ({timing['onnx']:.3f} s vs {timing['torch']:.3f} s)"
+        )
+        self.backend_in_use, self.quantize_in_use = "onnx", "none"
+        return onnx_runtime
+
+    def _build(self) -> Runtime:
+        device = resolve_device(self.device)
+        backend = resolve_backend(self.backend, device)
+        if backend == "torch":
+            self.choice_reason = "torch: asked for" if self.backend == "torch" else f"torch: device {device}"
+            return self._torch_runtime(device)
+        if self.quantize != "auto":
+            self.choice_reason = f"ONNX {self.quantize}: asked for"
+            return self._onnx_runtime(self.quantize)
+        refusal = self.int8_refusal()
+        if refusal is None:
+            self.choice_reason = "ONNX int8: its recorded check is within tolerance on this CPU"
+            return self._onnx_runtime("int8")
+        if self.backend == "onnx":
+            self.choice_reason = f"ONNX fp32: {refusal}"
+            return self._onnx_runtime("none")
+        runtime = self._fastest_fp32()
+        self.choice_reason += f"; not int8: {refusal}"
+        return runtime
+
     @property
     def model(self) -> Runtime:
         with self._lock:
             if self._model is None:
                 started = time.perf_counter()
-                self._model = self._build()
+                try:
+                    self._model = self._build()
+                finally:
+                    self._source = None
                 self.load_s = time.perf_counter() - started
                 logger.info(
-                    "loaded %s %s (%s) in %.2f s",
+                    "loaded %s %s (%s, %s) in %.2f s: %s",
                     self.kind,
                     self.model_name,
                     self.backend_in_use,
+                    self.quantize_in_use,
                     self.load_s,
+                    self.choice_reason,
                 )
             return self._model
 

@@ -19,7 +19,7 @@ from typing import Any
 from ..settings import assets_dir
 from ..types import Candidate, CandidateLike, Ranking, as_request
 from ._onnx import TextInput
-from ._sentence_transformers import DEFAULT_MAX_BATCH_TOKENS, EncoderStage
+from ._sentence_transformers import DEFAULT_MAX_BATCH_TOKENS, TIMING_TEXT, EncoderStage
 from .protocol import ranking_from_scores
 
 __all__ = ["CrossEncoderReranker", "default_cross_encoder"]
@@ -51,8 +51,9 @@ class CrossEncoderReranker(EncoderStage):
 
     ``device="auto"`` picks CUDA (half precision), then MPS, then CPU. ``backend``:
     ``torch``, ``onnx`` (CPU; ``quantize="int8"`` for int8 weights) or ``auto`` (torch on a
-    GPU, else ONNX when ``llmrerank[onnx]`` is installed); see ``EncoderStage`` for
-    ``threads``, ``max_batch_tokens`` and ``load()``/``load_s``.
+    GPU; on a CPU, ONNX int8 where a recorded check allows it, else the faster fp32 backend
+    on this host: see ``llmrerank.rerankers._sentence_transformers``); see ``EncoderStage``
+    for ``threads``, ``max_batch_tokens`` and ``load()``/``load_s``.
     """
 
     kind = "cross-encoder"
@@ -67,7 +68,7 @@ class CrossEncoderReranker(EncoderStage):
         max_length: int | None = None,
         name: str = "cross-encoder",
         backend: str = "auto",
-        quantize: str = "none",
+        quantize: str = "auto",
         threads: int | None = None,
         max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
         onnx_cache_dir: str | Path | None = None,
@@ -99,6 +100,9 @@ class CrossEncoderReranker(EncoderStage):
             show_progress_bar=False,
             convert_to_numpy=True,
         )
+
+    def _timing_inputs(self) -> list[TextInput]:
+        return [("where does an encoder spend its time", TIMING_TEXT)] * 32
 
     @property
     def effective_max_length(self) -> int:

@@ -21,7 +21,7 @@ from typing import Any
 from ..cache import BestEffortCache, DiskCache
 from ..errors import CandidateError
 from ..types import Candidate, CandidateLike, Ranking, as_request
-from ._onnx import TextInput
+from ._onnx import INT8_RECIPE, TextInput
 from ._sentence_transformers import DEFAULT_MAX_BATCH_TOKENS, EncoderStage
 from .protocol import ranking_from_scores
 from .training_record import training_fingerprint
@@ -76,7 +76,7 @@ class DenseReranker(EncoderStage):
         cache: DiskCache | None = None,
         name: str = "dense",
         backend: str = "auto",
-        quantize: str = "none",
+        quantize: str = "auto",
         threads: int | None = None,
         max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
         onnx_cache_dir: str | Path | None = None,
@@ -134,8 +134,8 @@ class DenseReranker(EncoderStage):
 
     def _key(self, text: str) -> str:
         material = f"{self.model_name}\x00{self.passage_prefix}\x00{self.model.max_seq_length}\x00{text}"
-        if self.quantize != "none":
-            material += f"\x00{self.quantize}"
+        if self.quantize_in_use == "int8":  # the recipe's vectors, not an older recipe's
+            material += f"\x00int8\x00{INT8_RECIPE}"
         if self.training_fingerprint is not None:  # a distilled folder, maybe retrained in place
             material += f"\x00{self.training_fingerprint}"
         return hashlib.sha256(material.encode("utf-8")).hexdigest()
