@@ -166,6 +166,7 @@ def test_models_lists_the_pipelines(client: httpx.Client) -> None:
         "sim-pointwise",
         "dense-sim",
         "dense-only",
+        "dense-heapsort",
         "hanging",
         "failing",
     ]
