@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from llmrerank.cli import main
+from llmrerank.host import host_cpu
 from llmrerank.rerankers import _onnx
 from llmrerank.rerankers.cross_encoder import CrossEncoderReranker
 from llmrerank.rerankers.dense import DenseReranker
@@ -84,7 +85,7 @@ def test_auto_quantize_follows_the_record_with_the_export(dl19: DL19, export_dir
     path = absent.record_int8_check({k: v for k, v in check().items() if k not in ("cpu", "recipe")})
     try:
         written = json.loads(path.read_text())
-        assert written["cpu"] == _onnx.host_cpu()
+        assert written["cpu"] == host_cpu()
         assert written["recipe"] == _onnx.INT8_RECIPE
         within = stage()
         query, texts = passages(dl19)
@@ -123,13 +124,13 @@ def test_auto_backend_takes_the_fp32_backend_timed_faster_on_this_host(
     measured = kind(device="cpu", onnx_cache_dir=export_dir)
     measured.load()
     kept = json.loads(timing.read_text())
-    assert kept["cpu"] == _onnx.host_cpu()  # another CPU's timing is not trusted: timed again
+    assert kept["cpu"] == host_cpu()  # another CPU's timing is not trusted: timed again
     faster = "torch" if kept["torch"] < kept["onnx"] else "onnx"
     assert measured.backend_in_use == faster
     assert "not int8: no int8 check" in measured.choice_reason
     for faster in ("torch", "onnx"):
         slower = "onnx" if faster == "torch" else "torch"
-        timing.write_text(json.dumps({"cpu": _onnx.host_cpu(), faster: 0.1, slower: 0.2}))
+        timing.write_text(json.dumps({"cpu": host_cpu(), faster: 0.1, slower: 0.2}))
         stage = kind(device="cpu", onnx_cache_dir=export_dir)
         stage.load()
         assert (stage.backend_in_use, stage.quantize_in_use) == (faster, "none")

@@ -44,6 +44,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from llmrerank.host import host_cpu
+
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "transformers", "sentence_transformers", "onnx")
 # run the CLI as its console script does, and report the heavy modules it imported on exit
@@ -63,16 +65,6 @@ PROBES = {
 }
 # a shared library each heavy package maps when it is imported
 HEAVY_LIBRARIES = {"torch": "libtorch_cpu", "onnx": "onnx_cpp2py_export"}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def load_average() -> list[float]:
@@ -294,7 +286,7 @@ def main() -> None:
     result: dict[str, Any] = {
         "args": vars(args),
         "machine": {
-            "cpu": cpu_model(),
+            "cpu": host_cpu(),
             "cpus_usable": len(os.sched_getaffinity(0))
             if hasattr(os, "sched_getaffinity")
             else os.cpu_count(),

@@ -36,7 +36,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -48,23 +47,13 @@ import numpy as np
 from llmrerank import CrossEncoderReranker, DenseReranker
 from llmrerank.evaluation.datasets import GoldenSet, load_dataset
 from llmrerank.evaluation.metrics import evaluate
+from llmrerank.host import host_cpu
 from llmrerank.rerankers import _onnx
 
 STAGES: dict[str, tuple[Any, int]] = {
     "dense": (DenseReranker, 100),
     "cross-encoder": (CrossEncoderReranker, 50),
 }
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor()
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def weight_matmuls(model_path: Path) -> tuple[list[str], int]:
@@ -334,7 +323,7 @@ def main() -> None:
     sections = set(args.sections.split(","))
     result: dict[str, Any] = {
         "machine": {
-            "cpu": cpu_model(),
+            "cpu": host_cpu(),
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "onnxruntime": __import__("onnxruntime").__version__,

@@ -1,4 +1,7 @@
-"""``llmrerank eval run | compare | sweep | report | agree``."""
+"""``llmrerank eval run | compare | sweep | report | agree | int8-check``.
+
+Long because each subcommand's options, help and examples sit beside it: the group is one
+screen of click declarations per verb, with the work done in the modules they call."""
 
 from __future__ import annotations
 

@@ -25,6 +25,9 @@ Records kept with an export (both JSON, both per host, since the CPU decides the
 of fp32 and int8 on DL19 and DL20, the speed ratio, the CPU), and ``timing.json`` in an
 fp32 export, the quick torch-vs-ONNX timing that ``backend="auto"`` makes once per host.
 ``int8_refusal`` reads the first: ``quantize="auto"`` uses int8 only where it says yes.
+
+Long because export, quantisation, the per-host records and the runtime all read or write
+one export folder's format, which is kept in this one module.
 """
 
 from __future__ import annotations
@@ -199,19 +202,6 @@ def quantize_int8(source: Path, target: Path) -> None:
         )
     finally:
         logging.getLogger().removeFilter(quiet)
-
-
-def host_cpu() -> str:
-    """This host's CPU model name (as ``lscpu`` shows it), which records are kept for."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 def read_record(path: Path) -> dict[str, Any] | None:

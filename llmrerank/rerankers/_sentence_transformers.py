@@ -17,6 +17,9 @@ torch on CUDA or MPS, and on a CPU (with the ONNX extra installed):
 Cold start: torch and sentence-transformers take seconds to import, so the ONNX path never
 imports them once its export is cached, and ``device="auto"`` asks torch about a GPU only
 on a host that could have one (see ``accelerator_possible``).
+
+Long because the choice of device and backend (the int8 check, the host timing) and the
+lazy load behind one lock share the stage's state; split, each half would reach into it.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import Any
 
 from .._quiet import quiet_loading
 from ..errors import UserError
+from ..host import host_cpu
 from ..types import Candidate, CandidateLike, Ranking, as_count, as_request
 from . import _onnx
 
@@ -262,13 +266,13 @@ class EncoderStage:
         recorded with the int8 export, read for this CPU (see ``_onnx.int8_refusal``)."""
         folder = _onnx.find_export(self.model_name, quantize="int8", cache_dir=self.onnx_cache_dir)
         record = None if folder is None else _onnx.read_record(folder / _onnx.INT8_CHECK_FILE)
-        return _onnx.int8_refusal(record, _onnx.host_cpu())
+        return _onnx.int8_refusal(record, host_cpu())
 
     def record_int8_check(self, record: dict[str, Any]) -> Path:
         """Keep ``record`` (what ``llmrerank eval int8-check`` measured) with the int8
         export, adding the recipe and this CPU; returns the file written."""
         path = self.export_folder("int8") / _onnx.INT8_CHECK_FILE
-        _onnx.write_record(path, {**record, "recipe": _onnx.INT8_RECIPE, "cpu": _onnx.host_cpu()})
+        _onnx.write_record(path, {**record, "recipe": _onnx.INT8_RECIPE, "cpu": host_cpu()})
         return path
 
     def _timing_inputs(self) -> list[_onnx.TextInput]:
@@ -283,7 +287,7 @@ class EncoderStage:
             self.choice_reason = "fp32 ONNX: sentence-transformers (torch) is not installed"
             return onnx_runtime
         path = self.export_folder("none") / _onnx.TIMING_FILE
-        cpu = _onnx.host_cpu()
+        cpu = host_cpu()
         timing = _onnx.read_record(path)
         torch_runtime: TorchRuntime | None = None
         if timing is None or timing.get("cpu") != cpu:
