@@ -160,6 +160,8 @@ class EncoderStage:
 
     uses_llm = False
     kind = "local model"
+    #: the evaluation sets an int8 check must cover for ``quantize="auto"`` to use int8
+    int8_check_sets = _onnx.INT8_CHECK_SETS
     onnx_output = ""
 
     def __init__(
