@@ -14,15 +14,15 @@ Long because the sync and async paths each keep those books.
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Generator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from functools import partial
 from typing import Any
 
+from ._calls import call_log, open_call_logs
 from ._concurrency import CancelToken, all_or_nothing, current_token, limiter_for, run_in_daemon_threads
 from ._entries import read_entry, write_entry
 from .backends.base import Backend, BackendReply, BackendRequest
@@ -47,32 +47,6 @@ Exchange = Generator[BackendRequest, BackendReply, Answer]
 is sent each reply, returns the parsed ``Answer``."""
 
 
-_call_logs: contextvars.ContextVar[tuple[Callable[[CallRecord], None], ...]] = contextvars.ContextVar(
-    "llmrerank_call_logs", default=()
-)
-
-
-@contextmanager
-def call_log(on_call: Callable[[CallRecord], None] | None = None) -> Iterator[list[CallRecord]]:
-    """A list that every call finished by a driver in this context (and in the threads and
-    tasks it starts) is appended to as it finishes, paid or cached; ``on_call`` also gets each
-    one. For work that may be abandoned before it returns (a stage over its time budget) or
-    killed (an eval run): what it paid until then is still known. Logs nest: a call reaches
-    every log open around it. ``on_call`` may be called from several threads at once."""
-    log: list[CallRecord] = []
-
-    def note(record: CallRecord) -> None:
-        log.append(record)
-        if on_call is not None:
-            on_call(record)
-
-    token = _call_logs.set((*_call_logs.get(), note))
-    try:
-        yield log
-    finally:
-        _call_logs.reset(token)
-
-
 class _Books:
     """The calls of one plan so far: its finished rounds, and the calls of the current round
     as each finishes (worker threads append), so a failure hands over everything already
@@ -82,7 +56,7 @@ class _Books:
         self.closed: list[CallRecord] = []
         self.current: list[CallRecord] = []
         self.round = 0
-        self.logs = _call_logs.get()
+        self.logs = open_call_logs()
 
     def note(self, record: CallRecord) -> None:
         record = replace(record, round=self.round)

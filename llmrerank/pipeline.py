@@ -33,7 +33,6 @@ from ._yaml import read_yaml_mapping
 from .errors import UserError
 from .rerankers.protocol import FirstStage, Reranker
 from .rerankers.training_record import training_summary
-from .rubrics import Rubric, load_rubric
 from .stages import build_stage, parse_stage_spec
 from .types import as_count, as_seconds
 
@@ -41,6 +40,7 @@ if TYPE_CHECKING:
     from .cache import DiskCache
     from .pricing import PriceTable
     from .retry import RetryPolicy
+    from .rubrics import Rubric
 
 __all__ = [
     "DEFAULT_NARROW_TO",
@@ -160,7 +160,9 @@ class PipelineSpec:
             "strategy": self.strategy if isinstance(self.llm, str) else None,
             "strategy_options": dict(self.strategy_options),
             "prompt": self.prompt,
-            "rubric": self.rubric if not isinstance(self.rubric, Rubric) else self.rubric.ref,
+            "rubric": self.rubric
+            if self.rubric is None or isinstance(self.rubric, (str, PurePath))
+            else self.rubric.ref,
             "top_k": self.top_k,
         }
         trained = [t for t in (stage_training(s) for s in self.narrow_with) if t is not None]
@@ -198,6 +200,7 @@ class PipelineSpec:
             return self.llm
         from .backends import make_backend
         from .rerankers.llm import LLMReranker
+        from .rubrics import load_rubric
         from .strategies import make_strategy
 
         options: dict[str, Any] = {}

@@ -1,6 +1,7 @@
 """Cold start of the local stages: with their ONNX export cached, real ``llmrerank``
 processes rank without importing torch, transformers, sentence-transformers or onnx, for a
-model folder and for a hub name resolved through huggingface_hub's cache."""
+model folder and for a hub name resolved through huggingface_hub's cache; and a local-only
+pipeline does not import the LLM stack (backends, prompts, strategies, the eval harness)."""
 
 from __future__ import annotations
 
@@ -21,11 +22,25 @@ from .conftest import TrecQuery
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "sentence_transformers", "onnx")
+# what only an LLM stage (or the eval harness) needs: a local-stage run must not load it
+LLM_STACK = (
+    "llmrerank.backends",
+    "llmrerank.driver",
+    "llmrerank.strategies",
+    "llmrerank.prompts",
+    "llmrerank.pricing",
+    "llmrerank.evaluation",
+    "httpx2",
+    "jinja2",
+    "pydantic",
+)
 # the console script's two lines, plus a report of the heavy modules imported when it exits
 CLI = (
     "import atexit, json, sys\n"
     f"atexit.register(lambda: print('HEAVY=' + json.dumps([m for m in {HEAVY!r} if m in sys.modules]),"
     " file=sys.stderr))\n"
+    f"atexit.register(lambda: print('LLM_STACK=' + json.dumps([m for m in {LLM_STACK!r}"
+    " if m in sys.modules]), file=sys.stderr))\n"
     "from llmrerank.cli import main\n"
     "main()\n"
 )
@@ -36,6 +51,12 @@ DL19 = tuple[list[TrecQuery], dict[str, dict[str, int]]]
 
 def run(args: list[str], export_dir: Path, **env: str) -> tuple[str, list[str]]:
     """A real process with this checkout first on its path; its stdout and heavy imports."""
+    stdout, imported, _ = run_reporting(args, export_dir, **env)
+    return stdout, imported
+
+
+def run_reporting(args: list[str], export_dir: Path, **env: str) -> tuple[str, list[str], list[str]]:
+    """``run``, also with the modules of the LLM stack the process imported."""
     done = subprocess.run(
         [sys.executable, "-c", CLI, *args],
         capture_output=True,
@@ -51,9 +72,10 @@ def run(args: list[str], export_dir: Path, **env: str) -> tuple[str, list[str]]:
         },
     )
     assert done.returncode == 0, done.stderr
-    heavy = next(line for line in done.stderr.splitlines() if line.startswith("HEAVY="))
-    imported: list[str] = json.loads(heavy.removeprefix("HEAVY="))
-    return done.stdout, imported
+    reports = dict(
+        line.split("=", 1) for line in done.stderr.splitlines() if line.startswith(("HEAVY=", "LLM_STACK="))
+    )
+    return done.stdout, json.loads(reports["HEAVY"]), json.loads(reports["LLM_STACK"])
 
 
 @pytest.fixture(scope="module")
@@ -101,11 +123,12 @@ def test_warm_onnx_rerank_imports_no_torch(
     # backend=onnx: auto may pick torch where the host timing finds it faster
     onnx = "?backend=onnx"
     stages = ["--narrow-with", f"dense:{onnx}", "--narrow-with", f"cross-encoder:{onnx}", "--narrow-to", "10"]
-    output, imported = run(
+    output, imported, llm_stack = run_reporting(
         ["rerank", *stages, "--cache-dir", str(tmp_path / "cache"), "-i", str(path)],
         export_dir,
     )
     assert imported == []
+    assert llm_stack == []  # a local-only pipeline loads no backend, prompt, HTTP client or eval code
     by_dense = stage_scores(output, "dense")
     assert by_dense == pytest.approx(dict(zip(ids, dense.score(query, texts), strict=True)), abs=1e-5)
     by_cross_encoder = stage_scores(output, "cross-encoder")

@@ -12,7 +12,10 @@ fp32) and ``onnx-int8`` (dynamic int8 weights), for both stages.
 2. Quality: nDCG@10 of each configuration reranking BM25's top 100 (dense) and top 50
    (cross-encoder) on DL19 and DL20.
 3. The cascade dense 100 → 50 → cross-encoder 50 → 20 → LLM (simulated judge, ``--delay``
-   a call) → 5 with each configuration on both stages: p50 per stage and in total.
+   a call) → 5 with each configuration on both stages (and ``auto``, the default: what this
+   host's records in ``--export-dir`` make it choose), with every passage encoded in the
+   request and with the passages' embeddings indexed beforehand (``llmrerank index``, as a
+   service over a fixed corpus runs it): p50 per stage and in total.
 
     python evals/bench/bench_local_stages.py [--queries 10] [--repeats 3] [--out ...]
 """
@@ -28,19 +31,24 @@ import tempfile
 import time
 from typing import Any
 
-from llmrerank import Cascade, CrossEncoderReranker, DenseReranker, LLMReranker, Stage
+from llmrerank import Cascade, CrossEncoderReranker, DenseReranker, DiskCache, LLMReranker, Stage
 from llmrerank.evaluation.datasets import GoldenSet, load_dataset
 from llmrerank.evaluation.metrics import evaluate
+from llmrerank.host import host_cpu
 from llmrerank.testing import simulated_backend
 
 CONFIGS = {"torch": ("torch", "none"), "onnx": ("onnx", "none"), "onnx-int8": ("onnx", "int8")}
+# the defaults: what backend=auto, quantize=auto choose on this host, from the int8-check
+# records and host timings in the export folder (--export-dir)
+AUTO = {"auto": ("auto", "auto")}
 STAGES = {"dense": (DenseReranker, 100), "cross-encoder": (CrossEncoderReranker, 50)}
 
 
-def build(stage: str, config: str, export_dir: str) -> Any:
-    backend, quantize = CONFIGS[config]
+def build(stage: str, config: str, export_dir: str, cache: DiskCache | None = None) -> Any:
+    backend, quantize = {**CONFIGS, **AUTO}[config]
     cls, _ = STAGES[stage]
-    return cls(device="cpu", backend=backend, quantize=quantize, onnx_cache_dir=export_dir)
+    options = {"cache": cache} if cache is not None else {}
+    return cls(device="cpu", backend=backend, quantize=quantize, onnx_cache_dir=export_dir, **options)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -123,10 +131,25 @@ def quality(names: list[str], limit: int | None, configs: list[str], export_dir:
     return result
 
 
-def cascade(golden: GoldenSet, delay_s: float, configs: dict[str, str], export_dir: str) -> dict[str, Any]:
+def cascade(
+    golden: GoldenSet, delay_s: float, configs: dict[str, str], export_dir: str, indexed: bool
+) -> dict[str, Any]:
+    """The cascade per query; ``indexed``: the passages' embeddings were cached beforehand
+    (``llmrerank index`` over the corpus, untimed), so the dense stage encodes the query only."""
+    with tempfile.TemporaryDirectory() as cache_dir:
+        cache = DiskCache(cache_dir) if indexed else None
+        dense = build("dense", configs["dense"], export_dir, cache)
+        if indexed:
+            dense.embed_passages(sorted({c.text for q in golden.queries for c in q.candidates[:100]}))
+        return cascade_run(golden, delay_s, configs, export_dir, dense, indexed)
+
+
+def cascade_run(
+    golden: GoldenSet, delay_s: float, configs: dict[str, str], export_dir: str, dense: Any, indexed: bool
+) -> dict[str, Any]:
     pipeline = Cascade(
         [
-            Stage(build("dense", configs["dense"], export_dir), keep=50),
+            Stage(dense, keep=50),
             Stage(build("cross-encoder", configs["cross-encoder"], export_dir), keep=20),
             Stage(LLMReranker(simulated_backend("dl19", delay_s=delay_s), strategy="listwise"), keep=5),
         ]
@@ -143,6 +166,11 @@ def cascade(golden: GoldenSet, delay_s: float, configs: dict[str, str], export_d
             per_stage.setdefault(report.name, []).append(report.latency_s)
     result = {
         "configs": configs,
+        "in_use": {
+            stage.label: f"{stage.reranker.backend_in_use}/{stage.reranker.quantize_in_use}"
+            for stage in pipeline.stages[:2]
+        },
+        "passage_embeddings": "indexed beforehand" if indexed else "encoded in the request",
         "stages": "dense 100→50, cross-encoder 50→20, LLM listwise 20→5 "
         f"(simulated, {delay_s * 1000:.0f} ms/call)",
         "p50_latency_s": {name: round(statistics.median(v), 4) for name, v in per_stage.items()},
@@ -161,12 +189,27 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.1)
     parser.add_argument("--quality-configs", default=",".join(CONFIGS))
     parser.add_argument("--sections", default="speed,quality,cascade")
+    parser.add_argument(
+        "--cascade-configs", default=",".join([*CONFIGS, *AUTO]), help="configurations for the cascade"
+    )
+    parser.add_argument(
+        "--cascade-embeddings",
+        default="encoded,indexed",
+        help="encoded: every passage encoded in the request; indexed: embeddings cached beforehand",
+    )
+    parser.add_argument(
+        "--export-dir",
+        default=None,
+        help="ONNX export folder (default: a fresh temporary one); give the one holding this "
+        "host's int8-check records for 'auto' to choose as it would for a user",
+    )
     parser.add_argument("--out", default="evals/bench/results/local_stages.json")
     args = parser.parse_args()
     sections = set(args.sections.split(","))
     golden = load_dataset("dl19", limit=args.queries)
     result: dict[str, Any] = {
         "machine": {
+            "cpu": host_cpu(),
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "device": "cpu",
@@ -175,7 +218,8 @@ def main() -> None:
         "queries": args.queries,
         "repeats": args.repeats,
     }
-    with tempfile.TemporaryDirectory() as export_dir:
+    with tempfile.TemporaryDirectory() as fresh_dir:
+        export_dir = args.export_dir or fresh_dir
         if "speed" in sections:
             result["speed"] = speed(golden, args.repeats, export_dir)
         if "quality" in sections:
@@ -183,8 +227,15 @@ def main() -> None:
             result["quality"] = quality(["dl19", "dl20"], args.quality_limit, configs, export_dir)
         if "cascade" in sections:
             result["cascade"] = {
-                config: cascade(golden, args.delay, {"dense": config, "cross-encoder": config}, export_dir)
-                for config in CONFIGS
+                f"{config}/{embeddings}": cascade(
+                    golden,
+                    args.delay,
+                    {"dense": config, "cross-encoder": config},
+                    export_dir,
+                    embeddings == "indexed",
+                )
+                for embeddings in args.cascade_embeddings.split(",")
+                for config in args.cascade_configs.split(",")
             }
     result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     out = args.out

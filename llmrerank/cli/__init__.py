@@ -1,24 +1,11 @@
 """``llmrerank``: rerank JSONL from the shell, manage prompts and the cache, run evals, label and distil.
 
-One module per command (group); each registers itself on ``main``.
+One module per command (group); ``main`` imports each only when its command is run
+(``_app.COMMANDS``), so a one-query ``llmrerank rerank`` pays for what it uses.
 """
 
 from __future__ import annotations
 
-from . import cache, demo, index, prompts, rerank, rubrics, serve, training
 from ._app import main, run
 
 __all__ = ["main", "run"]
-
-del cache, demo, index, prompts, rerank, rubrics, serve, training
-
-
-def _attach_optional_groups() -> None:
-    try:
-        from ..evaluation.cli import eval_group
-    except ImportError:  # the eval extra is not installed
-        return
-    main.add_command(eval_group, "eval")
-
-
-_attach_optional_groups()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import signal
 import sys
@@ -15,7 +16,7 @@ from ..cache import DiskCache
 from ..errors import LLMRerankError, UserError
 from ..settings import DEFAULT_CACHE_DIR
 
-__all__ = ["DEFAULT_CACHE_DIR", "main", "open_cache", "run"]
+__all__ = ["COMMANDS", "DEFAULT_CACHE_DIR", "load_command", "main", "open_cache", "run"]
 
 
 def _fail(exc: LLMRerankError) -> NoReturn:
@@ -24,8 +25,50 @@ def _fail(exc: LLMRerankError) -> NoReturn:
     sys.exit(2 if isinstance(exc, UserError) or isinstance(cause, UserError) else 1)
 
 
+# Each command (group) and where it lives: a module is imported only when its command runs
+# (or help lists it), so ``llmrerank rerank`` does not load the eval harness or the LLM stack.
+COMMANDS: dict[str, str] = {
+    "cache": "llmrerank.cli.cache:cache",
+    "demo": "llmrerank.cli.demo:demo",
+    "distill": "llmrerank.cli.training:distill_command",
+    "eval": "llmrerank.evaluation.cli:eval_group",
+    "index": "llmrerank.cli.index:index",
+    "label": "llmrerank.cli.training:label_command",
+    "prompts": "llmrerank.cli.prompts:prompts",
+    "rerank": "llmrerank.cli.rerank:rerank",
+    "rubrics": "llmrerank.cli.rubrics:rubrics",
+    "serve": "llmrerank.cli.serve:serve",
+}
+# commands of an extra: absent (not an error) when the extra is not installed
+OPTIONAL_COMMANDS = frozenset({"eval"})
+
+
+def load_command(name: str) -> click.Command | None:
+    """The command ``name`` from its module; None when an optional extra is missing."""
+    module_name, attribute = COMMANDS[name].split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        if name in OPTIONAL_COMMANDS:
+            return None
+        raise
+    command: click.Command = getattr(module, attribute)
+    return command
+
+
 class _Group(click.Group):
-    """Turns library errors into one line and a non-zero exit code."""
+    """Loads each command from ``COMMANDS`` when it is asked for; turns library errors into
+    one line and a non-zero exit code."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            command = load_command(cmd_name)
+            if command is not None:
+                self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

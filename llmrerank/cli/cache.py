@@ -6,12 +6,12 @@ import json
 
 import click
 
-from ._app import DEFAULT_CACHE_DIR, main, open_cache
+from ._app import DEFAULT_CACHE_DIR, open_cache
 
 __all__ = ["cache"]
 
 
-@main.group()
+@click.group()
 def cache() -> None:
     """Inspect or clear the response cache."""
 

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import click
 
-from ._app import main
-
 __all__ = ["demo"]
 
 
-@main.command(short_help="The hybrid cascade on a golden set, with a before/after table.")
+@click.command(short_help="The hybrid cascade on a golden set, with a before/after table.")
 @click.option("--dataset", default="dl19", show_default=True, help="dl19, dl20, devkb or a folder.")
 @click.option("--queries", type=int, default=10, show_default=True, help="How many queries to run.")
 @click.option("--model", "-m", help="Default: OpenAI/Anthropic when a key is set, else local:.")

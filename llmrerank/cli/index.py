@@ -13,7 +13,7 @@ import click
 from ..errors import UserError
 from ..pipeline import build_stage
 from ..rerankers.dense import DenseReranker
-from ._app import DEFAULT_CACHE_DIR, main, open_cache
+from ._app import DEFAULT_CACHE_DIR, open_cache
 
 __all__ = ["index"]
 
@@ -57,7 +57,7 @@ def _chunks(texts: Iterator[str], size: int) -> Iterator[list[str]]:
         yield chunk
 
 
-@main.command()
+@click.command()
 @click.argument("corpus", type=click.File("r"), default="-")
 @click.option(
     "--stage",

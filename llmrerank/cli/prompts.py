@@ -11,12 +11,11 @@ import click
 from ..errors import UserError
 from ..prompts import PromptLibrary, builtin_prompts_dir, release_prompts
 from ..rubrics import DEFAULT_RUBRIC, load_rubric
-from ._app import main
 
 __all__ = ["prompts"]
 
 
-@main.group()
+@click.group()
 def prompts() -> None:
     """List, show, diff and render versioned prompt templates."""
 

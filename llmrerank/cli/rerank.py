@@ -15,7 +15,7 @@ from ..pipeline import PipelineSpec
 from ..rerankers.protocol import Reranker
 from ..retry import RetryPolicy
 from ..types import as_query
-from ._app import DEFAULT_CACHE_DIR, main, open_cache
+from ._app import DEFAULT_CACHE_DIR, open_cache
 from ._strategy_flags import STRATEGY_FLAGS, llm_stage_flags
 
 __all__ = ["InputLineError", "rerank", "rerank_lines", "spec_from_flags"]
@@ -160,7 +160,7 @@ Examples:
 """
 
 
-@main.command(help=_EXAMPLES, short_help="Rerank JSONL {query, candidates} lines into JSONL rankings.")
+@click.command(help=_EXAMPLES, short_help="Rerank JSONL {query, candidates} lines into JSONL rankings.")
 @click.option(
     "--pipeline",
     type=click.Path(exists=True, dir_okay=False),

@@ -7,12 +7,11 @@ from pathlib import Path
 import click
 
 from ..rubrics import RubricLibrary, release_rubrics
-from ._app import main
 
 __all__ = ["rubrics"]
 
 
-@main.group(short_help="List, show, diff and release versioned rubrics.")
+@click.group(short_help="List, show, diff and release versioned rubrics.")
 def rubrics() -> None:
     """List, show, diff and release versioned rubrics (refs like support-kb@2, or YAML paths)."""
 

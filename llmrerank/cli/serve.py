@@ -12,7 +12,6 @@ from pathlib import Path
 import click
 
 from ..errors import UserError
-from ._app import main
 
 __all__ = ["STARTUP_FAILURE_EXIT", "serve"]
 
@@ -20,7 +19,7 @@ __all__ = ["STARTUP_FAILURE_EXIT", "serve"]
 STARTUP_FAILURE_EXIT = 3
 
 
-@main.command(short_help="Serve pipelines on Cohere's /v1/rerank and /v2/rerank API.")
+@click.command(short_help="Serve pipelines on Cohere's /v1/rerank and /v2/rerank API.")
 @click.option(
     "--config",
     "config_path",

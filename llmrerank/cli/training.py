@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from ..errors import UserError
-from ._app import DEFAULT_CACHE_DIR, main, open_cache
+from ._app import DEFAULT_CACHE_DIR, open_cache
 from ._strategy_flags import llm_stage_flags
 from .rerank import spec_from_flags
 
@@ -32,7 +32,7 @@ Examples:
 """
 
 
-@main.command("label", help=_LABEL_HELP, short_help="Label queries with an LLM into a labels JSONL.")
+@click.command("label", help=_LABEL_HELP, short_help="Label queries with an LLM into a labels JSONL.")
 @click.argument("input_file", required=False, type=click.Path(exists=True, dir_okay=False))
 @click.option("--dataset", help="Label an eval dataset's queries instead: dl19, dl20, scifact or a folder.")
 @click.option("--limit", type=int, help="With --dataset: the first N queries.")
@@ -178,7 +178,7 @@ Examples:
 """
 
 
-@main.command("distill", help=_DISTILL_HELP, short_help="Train a local stage on a labels JSONL.")
+@click.command("distill", help=_DISTILL_HELP, short_help="Train a local stage on a labels JSONL.")
 @click.argument("labels", type=click.Path(exists=True, dir_okay=False))
 @click.option(
     "--stage", default="cross-encoder:", show_default=True, help="cross-encoder:[BASE] or dense:[BASE]."

@@ -13,8 +13,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from .._calls import call_log
 from .._concurrency import CancelToken, current_token, set_current_token
-from ..driver import call_log
 from ..errors import StageTimeoutError
 
 __all__ = ["await_with_budget", "run_with_budget"]

@@ -23,9 +23,9 @@ import time
 from collections.abc import Generator, Sequence, Sized
 from dataclasses import dataclass, field, replace
 from functools import partial
+from typing import TYPE_CHECKING
 
 from ..errors import BudgetError, LLMRerankError, UserError
-from ..pricing import PriceTable
 from ..stepping import adrive, drive
 from ..telemetry import StageSpan, request_span, start_stage
 from ..types import (
@@ -45,6 +45,9 @@ from ._budget import await_with_budget, run_with_budget
 from ._trace import TraceWriter
 from .protocol import Reranker
 from .routing import Router
+
+if TYPE_CHECKING:
+    from ..pricing import PriceTable
 
 __all__ = ["Cascade", "Stage", "StageTurn", "Walk", "stage_failure_degrades"]
 
@@ -148,10 +151,22 @@ class Cascade:
         self.stages = list(stages)
         self.trace = TraceWriter(trace) if trace else None
         self.router = Router(bypass_llm=bypass_llm, skip_margin=skip_margin)
-        self.prices = prices or PriceTable()
+        self._prices: PriceTable | None = prices
+        if self.uses_llm:  # a bad price table is the builder's error, not the first request's
+            self._prices = self.prices
         self.top_k = as_top_k(top_k)
         self.name = name
         self.stats = {"requests": 0, "degraded": 0, "llm_skipped_by_margin": 0, "llm_bypassed": 0}
+
+    @property
+    def prices(self) -> PriceTable:
+        """The price table (the default one is read when first needed: a local-only cascade
+        never loads it)."""
+        if self._prices is None:
+            from ..pricing import PriceTable
+
+            self._prices = PriceTable()
+        return self._prices
 
     @property
     def uses_llm(self) -> bool:
@@ -327,7 +342,7 @@ class _RunState:
                 kept=kept,
                 latency_s=latency,
                 usage=usage,
-                cost_usd=cascade.prices.cost_of(stage_calls),
+                cost_usd=cascade.prices.cost_of(stage_calls) if stage_calls else 0.0,
                 calls=sum(not call.cached for call in stage_calls),
                 cached_calls=sum(call.cached for call in stage_calls),
                 skipped=skip is not None,
