@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import pytest
 from click.testing import CliRunner
 
 from llmrerank.cli import main
+from llmrerank.errors import UserError
 from llmrerank.host import host_cpu
 from llmrerank.rerankers import _onnx
 from llmrerank.rerankers.cross_encoder import CrossEncoderReranker
@@ -24,10 +26,13 @@ from .conftest import TrecQuery
 DL19 = tuple[list[TrecQuery], dict[str, dict[str, int]]]
 
 
+RECIPE = "dynamic-matmul-per-channel"
+
+
 def check(**changes: Any) -> dict[str, Any]:
     """A check as ``llmrerank eval int8-check`` records it, passing unless changed."""
     record: dict[str, Any] = {
-        "recipe": _onnx.INT8_RECIPE,
+        "recipe": RECIPE,
         "cpu": "Test CPU",
         "sets": {
             "dl19": {"fp32": 0.70, "int8": 0.698, "queries": 43, "complete": True},
@@ -44,7 +49,7 @@ def check(**changes: Any) -> dict[str, Any]:
 
 
 def test_a_passing_check_allows_int8() -> None:
-    assert _onnx.int8_refusal(check(), "Test CPU") is None
+    assert _onnx.int8_refusal(check(), "Test CPU", RECIPE) is None
 
 
 @pytest.mark.parametrize(
@@ -63,9 +68,29 @@ def test_a_passing_check_allows_int8() -> None:
 def test_int8_is_refused_without_a_passing_check_for_this_cpu(
     record: dict[str, Any] | None, reason: str
 ) -> None:
-    refusal = _onnx.int8_refusal(record, "Test CPU")
+    refusal = _onnx.int8_refusal(record, "Test CPU", RECIPE)
     assert refusal is not None
     assert reason in refusal
+
+
+def test_each_stage_names_a_known_recipe_and_a_layer_recipe_keeps_its_layers_fp32(
+    export_dir: Path, tmp_path: Path
+) -> None:
+    assert DenseReranker.int8_recipe in _onnx.INT8_RECIPES
+    assert CrossEncoderReranker.int8_recipe in _onnx.INT8_RECIPES
+    fp32 = DenseReranker(device="cpu", backend="onnx", onnx_cache_dir=export_dir).export_folder("none")
+    kept = _onnx.fp32_layer_matmuls(fp32 / "model.onnx", (0,))
+    assert len(kept) == 6  # query, key, value, attention output, feed-forward in and out
+    assert all("/layer.0/" in name for name in kept)
+    _onnx.quantize_int8(
+        fp32 / "model.onnx", tmp_path / "first.onnx", "dynamic-matmul-per-channel-first-layer-fp32"
+    )
+    graph = onnx.load(str(tmp_path / "first.onnx"), load_external_data=False).graph
+    still_fp32 = {node.name for node in graph.node if node.op_type == "MatMul"}
+    assert set(kept) <= still_fp32
+    assert any(node.op_type == "MatMulInteger" for node in graph.node)
+    with pytest.raises(UserError, match="no MatMul of encoder layers"):
+        _onnx.fp32_layer_matmuls(fp32 / "model.onnx", (99,))
 
 
 def passages(dl19: DL19, count: int = 24) -> tuple[str, list[str]]:
@@ -86,7 +111,7 @@ def test_auto_quantize_follows_the_record_with_the_export(dl19: DL19, export_dir
     try:
         written = json.loads(path.read_text())
         assert written["cpu"] == host_cpu()
-        assert written["recipe"] == _onnx.INT8_RECIPE
+        assert written["recipe"] == DenseReranker.int8_recipe
         within = stage()
         query, texts = passages(dl19)
         ranking = within.rerank(query, texts)
@@ -147,7 +172,7 @@ def test_int8_check_command_keeps_its_result_with_the_export(export_dir: Path) -
     printed = json.loads(done.output)
     path = Path(printed["path"])
     try:
-        assert f"-int8.{_onnx.INT8_RECIPE}-" in path.parent.name
+        assert f"-int8.{DenseReranker.int8_recipe}-" in path.parent.name
         kept = json.loads(path.read_text())
         assert kept["sets"] == printed["sets"]
         for name in ("dl19", "dl20"):

@@ -12,10 +12,20 @@ made once through the stage itself, then every recipe quantises that same graph:
 * ``dyn-matmul-pc``: the same with per-channel weight scales: the project's int8 now
   (``_onnx.quantize_int8``), checked on full DL19/DL20 by ``llmrerank eval int8-check``.
 * ``dyn-matmul-pc-ends``: the same, with the first and last encoder layers kept fp32.
+* ``dyn-matmul-pc-first`` / ``dyn-matmul-pc-last``: per-channel, with only the first (the
+  last) encoder layer kept fp32.
+* ``dyn-matmul-pc-ffn-out``: per-channel, with every layer's feed-forward output projection
+  kept fp32 (its input follows the GELU, where activation outliers make one dynamic
+  per-tensor scale coarsest).
 * ``static-qdq``: ``quantize_static`` (QDQ, uint8 activations, int8 per-channel weights,
   MatMul with weight B only), activation ranges calibrated (percentile) on SciFact *train*
   claims and their BM25 passages: shipped data that share no query with DL19/DL20, so the
   quality check is not fit to the sets it is judged on.
+
+Fidelity (label-free, on data the quality check never sees): SciFact *train* claims and
+their BM25 passages through fp32 and each recipe; for the dense model the cosine between
+the two embeddings of each text, for the cross-encoder the Spearman correlation of the two
+score lists of each claim. A recipe is chosen here, then judged on DL19/DL20 once.
 
 Quality: every DL19 (43) and DL20 (54) query, all of its candidates at the stage's depth;
 nDCG@10 by ranx (``llmrerank.evaluation.metrics``). Speed: one run, the variants interleaved
@@ -127,6 +137,8 @@ def recipes(fp32: Path, stage: str, calibration_count: int) -> dict[str, Callabl
     source = fp32 / "model.onnx"
     matmuls, _ = weight_matmuls(source)
     ends = [n for n in matmuls if "/layer.0/" in n or "/layer.5/" in n]
+    last = [n for n in matmuls if "/layer.5/" in n]
+    ffn_out = [n for n in matmuls if n.endswith("/output/dense/MatMul") and "/attention/" not in n]
     const_b = {"MatMulConstBOnly": True}
 
     def dynamic(**options: Any) -> Callable[[Path], None]:
@@ -150,9 +162,18 @@ def recipes(fp32: Path, stage: str, calibration_count: int) -> dict[str, Callabl
     return {
         "dyn-default": dynamic(),
         "dyn-matmul": dynamic(op_types_to_quantize=["MatMul"], extra_options=const_b),
-        "dyn-matmul-pc": lambda out: _onnx.quantize_int8(source, out),  # the project's int8
+        "dyn-matmul-pc": lambda out: _onnx.quantize_int8(source, out, "dynamic-matmul-per-channel"),
         "dyn-matmul-pc-ends": dynamic(
             op_types_to_quantize=["MatMul"], per_channel=True, nodes_to_exclude=ends, extra_options=const_b
+        ),
+        "dyn-matmul-pc-first": lambda out: _onnx.quantize_int8(
+            source, out, "dynamic-matmul-per-channel-first-layer-fp32"
+        ),
+        "dyn-matmul-pc-last": dynamic(
+            op_types_to_quantize=["MatMul"], per_channel=True, nodes_to_exclude=last, extra_options=const_b
+        ),
+        "dyn-matmul-pc-ffn-out": dynamic(
+            op_types_to_quantize=["MatMul"], per_channel=True, nodes_to_exclude=ffn_out, extra_options=const_b
         ),
         "static-qdq": static,
     }
@@ -233,6 +254,49 @@ def quality(
     for name in variants:
         result[name]["delta"] = {s: round(result[name][s] - result["fp32"][s], 4) for s in sets}
     return result
+
+
+def fidelity(stage: str, variants: dict[str, Path], count: int, threads: int) -> dict[str, Any]:
+    """How closely each recipe reproduces fp32 on SciFact train (no labels used)."""
+    golden = load_dataset("scifact-train", limit=count, depth=20)
+    runtimes = {name: encoder(folder, threads) for name, folder in variants.items()}
+    result: dict[str, Any] = {"texts" if stage == "dense" else "claims": 0}
+    if stage == "dense":
+        texts = sorted(
+            {q.query for q in golden.queries} | {c.text for q in golden.queries for c in q.candidates}
+        )
+        result["texts"] = len(texts)
+        vectors = {}
+        for name, runtime in runtimes.items():
+            out = runtime.run(texts)
+            vectors[name] = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        for name in runtimes:
+            cosine = np.sum(vectors[name] * vectors["fp32"], axis=1)
+            result[name] = {
+                "mean_cosine": round(float(cosine.mean()), 6),
+                "p01_cosine": round(float(np.quantile(cosine, 0.01)), 6),
+                "mean_angle_deg": round(float(np.degrees(np.arccos(np.clip(cosine, -1, 1))).mean()), 3),
+            }
+    else:
+        result["claims"] = len(golden.queries)
+        scores: dict[str, list[np.ndarray]] = {name: [] for name in runtimes}
+        for q in golden.queries:
+            pairs = [(q.query, c.text) for c in q.candidates]
+            for name, runtime in runtimes.items():
+                scores[name].append(runtime.run(pairs).reshape(len(pairs), -1)[:, 0])
+        for name in runtimes:
+            rhos = [spearman(a, b) for a, b in zip(scores[name], scores["fp32"], strict=True)]
+            result[name] = {
+                "mean_spearman": round(float(np.mean(rhos)), 6),
+                "min_spearman": round(min(rhos), 6),
+            }
+    print(json.dumps({f"{stage}/fidelity": result}), flush=True)
+    return result
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ranks_a, ranks_b = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ranks_a, ranks_b)[0, 1])
 
 
 def gemm_rate(threads: int, size: int = 1024, repeats: int = 5) -> dict[str, float]:
@@ -317,7 +381,8 @@ def main() -> None:
     parser.add_argument("--recipes", default="", help="comma-separated subset (default: all)")
     parser.add_argument("--calibration-queries", type=int, default=32, help="SciFact train claims")
     parser.add_argument("--quality-limit", type=int, default=None, help="queries per set (all)")
-    parser.add_argument("--sections", default="speed,quality")
+    parser.add_argument("--sections", default="speed,fidelity,quality")
+    parser.add_argument("--fidelity-queries", type=int, default=100, help="SciFact train claims")
     parser.add_argument("--out", default="evals/bench/results/int8.json")
     args = parser.parse_args()
     sections = set(args.sections.split(","))
@@ -350,6 +415,9 @@ def main() -> None:
             if "speed" in sections:
                 golden = load_dataset("dl19", limit=args.queries)
                 entry["speed"] = speed(stage, variants, golden, args.repeats, args.threads, params)
+                save()
+            if "fidelity" in sections:
+                entry["fidelity"] = fidelity(stage, variants, args.fidelity_queries, args.threads)
                 save()
             if "quality" in sections:
                 entry["ndcg@10"] = quality(stage, variants, sets, args.threads)

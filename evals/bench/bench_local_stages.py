@@ -147,10 +147,11 @@ def cascade(
 def cascade_run(
     golden: GoldenSet, delay_s: float, configs: dict[str, str], export_dir: str, dense: Any, indexed: bool
 ) -> dict[str, Any]:
+    cross_encoder = build("cross-encoder", configs["cross-encoder"], export_dir)
     pipeline = Cascade(
         [
             Stage(dense, keep=50),
-            Stage(build("cross-encoder", configs["cross-encoder"], export_dir), keep=20),
+            Stage(cross_encoder, keep=20),
             Stage(LLMReranker(simulated_backend("dl19", delay_s=delay_s), strategy="listwise"), keep=5),
         ]
     )
@@ -167,8 +168,8 @@ def cascade_run(
     result = {
         "configs": configs,
         "in_use": {
-            stage.label: f"{stage.reranker.backend_in_use}/{stage.reranker.quantize_in_use}"
-            for stage in pipeline.stages[:2]
+            stage.label: f"{local.backend_in_use}/{local.quantize_in_use}"
+            for stage, local in zip(pipeline.stages, (dense, cross_encoder), strict=False)
         },
         "passage_embeddings": "indexed beforehand" if indexed else "encoded in the request",
         "stages": "dense 100→50, cross-encoder 50→20, LLM listwise 20→5 "

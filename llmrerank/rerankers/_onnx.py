@@ -4,7 +4,7 @@ Why this route: sentence-transformers' own ``backend="onnx"`` needs ``optimum-on
 pins ``transformers<4.58`` while sentence-transformers 6 needs ``transformers>=5``. Here the
 loaded sentence-transformers model (pooling and normalisation included) is traced with
 ``torch.onnx.export``, int8 weights come from ``onnxruntime.quantization.quantize_dynamic``
-(the recipe ``INT8_RECIPE``: see ``quantize_int8``),
+(each stage names its recipe, one of ``INT8_RECIPES``: see ``quantize_int8``),
 and inputs are tokenised with the model's own fast tokenizer (``tokenizers``), so nothing
 beyond ``onnxruntime`` and ``onnx`` is added and no pin conflicts with transformers.
 
@@ -54,8 +54,13 @@ QUANTIZE_CHOICES = ("auto", "none", "int8")
 # 2: the recorded max length is the model's own, never a stage's configured one; weights
 # beside the graph (model.onnx.data)
 _FORMAT = 2  # bump when the exported layout changes
-# an int8 export's folder names its recipe, so a changed recipe is exported anew
-INT8_RECIPE = "dynamic-matmul-per-channel"
+# int8 recipes by name: the encoder layers each keeps in fp32. An int8 export's folder and
+# its check record name the recipe, so a changed recipe is exported and checked anew.
+INT8_RECIPES: dict[str, tuple[int, ...]] = {
+    "dynamic-matmul-per-channel": (),
+    "dynamic-matmul-per-channel-first-layer-fp32": (0,),
+}
+DEFAULT_INT8_RECIPE = "dynamic-matmul-per-channel"
 INT8_TOLERANCE = 0.005  # nDCG@10 int8 may lose to fp32 on each check set and still be used
 INT8_CHECK_SETS = ("dl19", "dl20")
 INT8_CHECK_FILE = "int8-check.json"
@@ -182,12 +187,34 @@ class _QuietRootLogger(logging.Filter):
         return record.levelno >= logging.ERROR
 
 
-def quantize_int8(source: Path, target: Path) -> None:
-    """``INT8_RECIPE``: dynamic quantisation of the MatMuls whose B is a weight, with a
-    scale per output channel. The embeddings' ``Gather`` and the attention's activation ×
-    activation MatMuls stay fp32: ``quantize_dynamic``'s defaults quantise those too and
-    cost 0.02 nDCG@10 (evals/bench/README.md, "int8 recipes", measured them)."""
+def fp32_layer_matmuls(source: Path, layers: Sequence[int]) -> list[str]:
+    """The weight MatMuls of these encoder layers in the graph at ``source``."""
+    if not layers:
+        return []
+    import onnx
+
+    graph = onnx.load(str(source), load_external_data=False).graph
+    weights = {init.name for init in graph.initializer}
+    marks = tuple(f"/layer.{layer}/" for layer in layers)
+    found = [
+        n.name
+        for n in graph.node
+        if n.op_type == "MatMul" and n.input[1] in weights and any(m in n.name for m in marks)
+    ]
+    if not found:  # an exporter that names nodes otherwise must not quietly quantise them all
+        raise UserError(f"no MatMul of encoder layers {list(layers)} found in {source} to keep fp32")
+    return found
+
+
+def quantize_int8(source: Path, target: Path, recipe: str) -> None:
+    """Dynamic quantisation of the MatMuls whose B is a weight, with a scale per output
+    channel, except the encoder layers ``recipe`` keeps in fp32 (``INT8_RECIPES``). The
+    embeddings' ``Gather`` and the attention's activation × activation MatMuls stay fp32:
+    ``quantize_dynamic``'s defaults quantise those too and cost 0.02 nDCG@10
+    (evals/bench/README.md, "int8 recipes", measured these and the fp32 layers)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    excluded = fp32_layer_matmuls(source, INT8_RECIPES[recipe])
 
     quiet = _QuietRootLogger()  # the quantiser logs a pre-processing hint on root
     logging.getLogger().addFilter(quiet)
@@ -198,6 +225,7 @@ def quantize_int8(source: Path, target: Path) -> None:
             weight_type=QuantType.QInt8,
             op_types_to_quantize=["MatMul"],
             per_channel=True,
+            nodes_to_exclude=excluded,
             extra_options={"MatMulConstBOnly": True},
         )
     finally:
@@ -218,14 +246,14 @@ def write_record(path: Path, record: dict[str, Any]) -> None:
     staging.replace(path)
 
 
-def int8_refusal(record: dict[str, Any] | None, cpu: str) -> str | None:
+def int8_refusal(record: dict[str, Any] | None, cpu: str, recipe: str) -> str | None:
     """Why int8 may not be used on ``cpu`` by the check ``record`` (None: it may). Yes
-    needs a complete check of every set in ``INT8_CHECK_SETS``, made with this recipe on
+    needs a complete check of every set in ``INT8_CHECK_SETS``, made with ``recipe`` on
     this CPU model, each within ``INT8_TOLERANCE`` nDCG@10 of fp32, and int8 faster."""
     if record is None:
         return "no int8 check recorded (run `llmrerank eval int8-check`)"
-    if record.get("recipe") != INT8_RECIPE:
-        return f"the int8 check was of recipe {record.get('recipe')!r}, not {INT8_RECIPE!r}"
+    if record.get("recipe") != recipe:
+        return f"the int8 check was of recipe {record.get('recipe')!r}, not {recipe!r}"
     if record.get("cpu") != cpu:
         return f"the int8 check ran on {record.get('cpu')!r}, not on this CPU ({cpu!r})"
     sets = record.get("sets")
@@ -244,7 +272,7 @@ def int8_refusal(record: dict[str, Any] | None, cpu: str) -> str | None:
     return None
 
 
-def export(model: Any, output: str, target: Path, quantize: str) -> None:
+def export(model: Any, output: str, target: Path, quantize: str, recipe: str) -> None:
     """Trace ``model`` (a loaded sentence-transformers model, with its own default max
     length) into ``target``."""
     import onnx
@@ -269,7 +297,7 @@ def export(model: Any, output: str, target: Path, quantize: str) -> None:
                 dynamo=False,
             )
         if quantize == "int8":
-            quantize_int8(staging / "model.onnx", staging / "model.int8.onnx")
+            quantize_int8(staging / "model.onnx", staging / "model.int8.onnx", recipe)
             (staging / "model.int8.onnx").replace(staging / "model.onnx")
         # weights in a file of their own: ONNX Runtime maps it instead of parsing them out of
         # the graph's protobuf, which halves the time to open a session (a cold start's share)
@@ -283,7 +311,7 @@ def export(model: Any, output: str, target: Path, quantize: str) -> None:
             "inputs": input_names,
             "output": output,
             "quantize": quantize,
-            **({"recipe": INT8_RECIPE} if quantize == "int8" else {}),
+            **({"recipe": recipe} if quantize == "int8" else {}),
             "max_seq_length": int(model.max_seq_length),
         }
         (staging / "meta.json").write_text(json.dumps(meta))
@@ -359,23 +387,40 @@ class OnnxEncoder:
         return np.asarray(rows, dtype=np.float32)
 
 
-def find_export(model_name: str, *, quantize: str, cache_dir: Path | None) -> Path | None:
+def find_export(
+    model_name: str, *, quantize: str, cache_dir: Path | None, recipe: str = DEFAULT_INT8_RECIPE
+) -> Path | None:
     """The export folder for ``model_name`` if it is cached, else None (nothing exported)."""
-    return _folder(model_name, quantize=quantize, cache_dir=cache_dir, load_source=None, output="")
+    return _folder(
+        model_name, quantize=quantize, cache_dir=cache_dir, load_source=None, output="", recipe=recipe
+    )
 
 
-def prepare(model_name: str, *, quantize: str, cache_dir: Path | None, load_source: Any, output: str) -> Path:
+def prepare(
+    model_name: str,
+    *,
+    quantize: str,
+    cache_dir: Path | None,
+    load_source: Any,
+    output: str,
+    recipe: str = DEFAULT_INT8_RECIPE,
+) -> Path:
     """The export folder for ``model_name``, exporting it first if it is not cached.
     ``load_source()`` loads the sentence-transformers model (only called on a miss)."""
     folder = _folder(
-        model_name, quantize=quantize, cache_dir=cache_dir, load_source=load_source, output=output
+        model_name,
+        quantize=quantize,
+        cache_dir=cache_dir,
+        load_source=load_source,
+        output=output,
+        recipe=recipe,
     )
     assert folder is not None
     return folder
 
 
 def _folder(
-    model_name: str, *, quantize: str, cache_dir: Path | None, load_source: Any, output: str
+    model_name: str, *, quantize: str, cache_dir: Path | None, load_source: Any, output: str, recipe: str
 ) -> Path | None:
     export_allowed = load_source is not None
     require_onnx()
@@ -383,12 +428,14 @@ def _folder(
         raise UserError(f"quantize={quantize!r}: an export is none or int8")
     source = resolve_model_dir(model_name)
     root = cache_dir or default_cache_dir()
-    label = f"int8.{INT8_RECIPE}" if quantize == "int8" else quantize
+    if recipe not in INT8_RECIPES:
+        raise UserError(f"int8 recipe {recipe!r}: use one of {', '.join(INT8_RECIPES)}")
+    label = f"int8.{recipe}" if quantize == "int8" else quantize
     folder = root / f"{checkpoint_hash(source, root)}-{label}-v{_FORMAT}"
     if not (folder / "meta.json").is_file():
         if not export_allowed:
             return None
         folder.parent.mkdir(parents=True, exist_ok=True)
         logger.info("exporting %s to ONNX (%s) in %s", model_name, quantize, folder)
-        export(load_source(), output, folder, quantize)
+        export(load_source(), output, folder, quantize, recipe)
     return folder

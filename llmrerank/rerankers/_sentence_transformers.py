@@ -162,6 +162,8 @@ class EncoderStage:
     kind = "local model"
     #: the evaluation sets an int8 check must cover for ``quantize="auto"`` to use int8
     int8_check_sets = _onnx.INT8_CHECK_SETS
+    #: how this stage's model is quantised to int8 (one of ``_onnx.INT8_RECIPES``)
+    int8_recipe = _onnx.DEFAULT_INT8_RECIPE
     onnx_output = ""
 
     def __init__(
@@ -261,20 +263,23 @@ class EncoderStage:
             cache_dir=self.onnx_cache_dir,
             load_source=self._load_source,
             output=self.onnx_output,
+            recipe=self.int8_recipe,
         )
 
     def int8_refusal(self) -> str | None:
         """Why ``quantize="auto"`` would not use int8 here (None: it would): the check
         recorded with the int8 export, read for this CPU (see ``_onnx.int8_refusal``)."""
-        folder = _onnx.find_export(self.model_name, quantize="int8", cache_dir=self.onnx_cache_dir)
+        folder = _onnx.find_export(
+            self.model_name, quantize="int8", cache_dir=self.onnx_cache_dir, recipe=self.int8_recipe
+        )
         record = None if folder is None else _onnx.read_record(folder / _onnx.INT8_CHECK_FILE)
-        return _onnx.int8_refusal(record, host_cpu())
+        return _onnx.int8_refusal(record, host_cpu(), self.int8_recipe)
 
     def record_int8_check(self, record: dict[str, Any]) -> Path:
         """Keep ``record`` (what ``llmrerank eval int8-check`` measured) with the int8
         export, adding the recipe and this CPU; returns the file written."""
         path = self.export_folder("int8") / _onnx.INT8_CHECK_FILE
-        _onnx.write_record(path, {**record, "recipe": _onnx.INT8_RECIPE, "cpu": host_cpu()})
+        _onnx.write_record(path, {**record, "recipe": self.int8_recipe, "cpu": host_cpu()})
         return path
 
     def _timing_inputs(self) -> list[_onnx.TextInput]:
