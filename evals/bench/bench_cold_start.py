@@ -142,7 +142,10 @@ def import_probe(checkout: Checkout, modules: str) -> dict[str, float]:
     """Wall and CPU seconds of a process that only imports ``modules``."""
     cpu = children_cpu_s()
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", f"import {modules}"], env=checkout.env, check=True)
+    # run in the checkout's work folder: ``-c`` puts the current folder first on sys.path
+    subprocess.run(
+        [sys.executable, "-c", f"import {modules}"], env=checkout.env, cwd=checkout.workdir, check=True
+    )
     return {"wall_s": round(time.perf_counter() - started, 3), "cpu_s": round(children_cpu_s() - cpu, 3)}
 
 
