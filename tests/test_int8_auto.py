@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from llmrerank.cli import main
 from llmrerank.errors import UserError
 from llmrerank.host import host_cpu
-from llmrerank.rerankers import _onnx
+from llmrerank.rerankers import onnx_backend
 from llmrerank.rerankers.cross_encoder import CrossEncoderReranker
 from llmrerank.rerankers.dense import DenseReranker
 
@@ -49,7 +49,7 @@ def check(**changes: Any) -> dict[str, Any]:
 
 
 def test_a_passing_check_allows_int8() -> None:
-    assert _onnx.int8_refusal(check(), "Test CPU", RECIPE) is None
+    assert onnx_backend.int8_refusal(check(), "Test CPU", RECIPE) is None
 
 
 @pytest.mark.parametrize(
@@ -68,7 +68,7 @@ def test_a_passing_check_allows_int8() -> None:
 def test_int8_is_refused_without_a_passing_check_for_this_cpu(
     record: dict[str, Any] | None, reason: str
 ) -> None:
-    refusal = _onnx.int8_refusal(record, "Test CPU", RECIPE)
+    refusal = onnx_backend.int8_refusal(record, "Test CPU", RECIPE)
     assert refusal is not None
     assert reason in refusal
 
@@ -76,13 +76,13 @@ def test_int8_is_refused_without_a_passing_check_for_this_cpu(
 def test_each_stage_names_a_known_recipe_and_a_layer_recipe_keeps_its_layers_fp32(
     export_dir: Path, tmp_path: Path
 ) -> None:
-    assert DenseReranker.int8_recipe in _onnx.INT8_RECIPES
-    assert CrossEncoderReranker.int8_recipe in _onnx.INT8_RECIPES
+    assert DenseReranker.int8_recipe in onnx_backend.INT8_RECIPES
+    assert CrossEncoderReranker.int8_recipe in onnx_backend.INT8_RECIPES
     fp32 = DenseReranker(device="cpu", backend="onnx", onnx_cache_dir=export_dir).export_folder("none")
-    kept = _onnx.fp32_layer_matmuls(fp32 / "model.onnx", (0,))
+    kept = onnx_backend.fp32_layer_matmuls(fp32 / "model.onnx", (0,))
     assert len(kept) == 6  # query, key, value, attention output, feed-forward in and out
     assert all("/layer.0/" in name for name in kept)
-    _onnx.quantize_int8(
+    onnx_backend.quantize_int8(
         fp32 / "model.onnx", tmp_path / "first.onnx", "dynamic-matmul-per-channel-first-layer-fp32"
     )
     graph = onnx.load(str(tmp_path / "first.onnx"), load_external_data=False).graph
@@ -90,7 +90,7 @@ def test_each_stage_names_a_known_recipe_and_a_layer_recipe_keeps_its_layers_fp3
     assert set(kept) <= still_fp32
     assert any(node.op_type == "MatMulInteger" for node in graph.node)
     with pytest.raises(UserError, match="no MatMul of encoder layers"):
-        _onnx.fp32_layer_matmuls(fp32 / "model.onnx", (99,))
+        onnx_backend.fp32_layer_matmuls(fp32 / "model.onnx", (99,))
 
 
 def passages(dl19: DL19, count: int = 24) -> tuple[str, list[str]]:
@@ -116,7 +116,7 @@ def test_auto_quantize_follows_the_record_with_the_export(dl19: DL19, export_dir
         query, texts = passages(dl19)
         ranking = within.rerank(query, texts)
         assert within.quantize_in_use == "int8"
-        assert isinstance(within.model, _onnx.OnnxEncoder)
+        assert isinstance(within.model, onnx_backend.OnnxEncoder)
         assert within.model.quantize == "int8"
         assert len(ranking) == len(texts)
         # the int8 export still ranks like fp32

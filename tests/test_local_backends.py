@@ -15,7 +15,7 @@ from llmrerank import DiskCache, UserError
 from llmrerank.cli import main
 from llmrerank.errors import CandidateError
 from llmrerank.pipeline import build_stage
-from llmrerank.rerankers import _onnx
+from llmrerank.rerankers import onnx_backend
 from llmrerank.rerankers.cross_encoder import CrossEncoderReranker
 from llmrerank.rerankers.dense import DenseReranker
 
@@ -64,7 +64,7 @@ def test_onnx_scores_match_torch(
         )
         assert onnx_stage.rerank(query.query, texts).ids() == torch_stage.rerank(query.query, texts).ids()
     assert onnx_dense.backend_in_use == onnx_cross_encoder.backend_in_use == "onnx"
-    assert isinstance(onnx_dense.model, _onnx.OnnxEncoder)
+    assert isinstance(onnx_dense.model, onnx_backend.OnnxEncoder)
 
 
 def test_int8_cross_encoder_stays_close_to_torch(
@@ -75,7 +75,7 @@ def test_int8_cross_encoder_stays_close_to_torch(
     assert isinstance(int8, CrossEncoderReranker)
     quantised = np.array(int8.score(query, texts))
     reference = np.array(torch_stages[1].score(query, texts))
-    assert isinstance(int8.model, _onnx.OnnxEncoder)
+    assert isinstance(int8.model, onnx_backend.OnnxEncoder)
     assert int8.model.quantize == "int8"
     assert np.abs(quantised - reference).max() < 1.0
     assert np.corrcoef(np.argsort(np.argsort(quantised)), np.argsort(np.argsort(reference)))[0, 1] > 0.9
@@ -96,7 +96,7 @@ def test_export_is_cached_by_content_hash(
     assert again.load_s is not None
     assert sorted(p.name for p in export_dir.iterdir()) == before
     source = Path(onnx_dense.model_name)
-    assert any(name.startswith(_onnx.content_hash(source)) for name in before)
+    assert any(name.startswith(onnx_backend.content_hash(source)) for name in before)
 
 
 def linked_copy(source: Path, target: Path) -> Path:
@@ -131,7 +131,7 @@ def test_an_export_keeps_the_models_own_max_length(tmp_path: Path) -> None:
     default = CrossEncoderReranker(device="cpu", backend="onnx", onnx_cache_dir=tmp_path)
     assert default.effective_max_length == 128
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith("-none-v2")] == [
-        f"{_onnx.content_hash(Path(default.model_name))}-none-v2"
+        f"{onnx_backend.content_hash(Path(default.model_name))}-none-v2"
     ]
 
 
@@ -143,33 +143,33 @@ def test_checkpoint_hash_is_remembered_until_a_file_changes(
     (checkpoint / "config.json").write_text("{}")
     (checkpoint / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": true}')
     memo = tmp_path / "exports"
-    first = _onnx.checkpoint_hash(checkpoint, memo)
-    assert first == _onnx.content_hash(checkpoint)
-    hashed = _onnx.content_hash
+    first = onnx_backend.checkpoint_hash(checkpoint, memo)
+    assert first == onnx_backend.content_hash(checkpoint)
+    hashed = onnx_backend.content_hash
 
     def no_rehash(model_dir: Path) -> str:
         raise AssertionError("read the checkpoint again")
 
-    monkeypatch.setattr(_onnx, "content_hash", no_rehash)
-    assert _onnx.checkpoint_hash(checkpoint, memo) == first
+    monkeypatch.setattr(onnx_backend, "content_hash", no_rehash)
+    assert onnx_backend.checkpoint_hash(checkpoint, memo) == first
     (checkpoint / "config.json").write_text('{"changed": 1}')
-    monkeypatch.setattr(_onnx, "content_hash", hashed)
-    changed = _onnx.checkpoint_hash(checkpoint, memo)
+    monkeypatch.setattr(onnx_backend, "content_hash", hashed)
+    changed = onnx_backend.checkpoint_hash(checkpoint, memo)
     assert changed == hashed(checkpoint) != first
     (checkpoint / "extra.txt").write_text("x")
-    assert _onnx.checkpoint_hash(checkpoint, memo) == hashed(checkpoint) != changed
+    assert onnx_backend.checkpoint_hash(checkpoint, memo) == hashed(checkpoint) != changed
 
 
 def test_content_hash_changes_with_the_checkpoint(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
-    first = _onnx.content_hash(tmp_path)
+    first = onnx_backend.content_hash(tmp_path)
     (tmp_path / "config.json").write_text('{"changed": true}')
-    assert _onnx.content_hash(tmp_path) != first
+    assert onnx_backend.content_hash(tmp_path) != first
 
 
 def test_token_batches_bound_padded_tokens() -> None:
     lengths = [5, 300, 12, 12, 40, 7, 512, 3]
-    batches = list(_onnx.token_batches(lengths, max_tokens=64, max_items=3))
+    batches = list(onnx_backend.token_batches(lengths, max_tokens=64, max_items=3))
     assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
     for batch in batches:
         assert len(batch) <= 3

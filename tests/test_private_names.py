@@ -5,7 +5,7 @@ public and documented (``Driver.lookup``, ``Cascade.walk``, ``OpenAIBackend.pars
 Read from the source (AST), a module breaks the rule when it
 
 * imports an underscored name (``from .runner import _query_record``), unless that name is
-  a private module of its own package (``from . import _onnx`` inside ``rerankers/``);
+  a private module of its own package (``from . import _budget`` inside ``rerankers/``);
 * imports a private module from outside the package that holds it (``rerankers/_budget.py``
   is for ``rerankers/`` only; ``llmrerank/_json.py`` for the whole library);
 * reads or calls an underscored attribute that this module does not define itself
@@ -168,6 +168,8 @@ class Local:
         name for name, _ in violations("from ._budget import run_with_budget", "llmrerank.rerankers.cascade")
     }
     assert inside == set()
-    assert {name for name, _ in violations("from . import _onnx", "llmrerank.rerankers.dense")} == set()
-    outside = violations("from ..rerankers import _onnx", "llmrerank.training.students")
-    assert [name for name, _ in outside] == ["_onnx"]
+    assert {
+        name for name, _ in violations("from . import _sentence_transformers", "llmrerank.rerankers.dense")
+    } == set()
+    outside = violations("from ..rerankers import _sentence_transformers", "llmrerank.training.students")
+    assert [name for name, _ in outside] == ["_sentence_transformers"]

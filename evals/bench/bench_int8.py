@@ -10,7 +10,7 @@ made once through the stage itself, then every recipe quantises that same graph:
 * ``dyn-matmul``: MatMul only, and only where B is a weight (``MatMulConstBOnly``): the
   embeddings and the attention scores stay fp32.
 * ``dyn-matmul-pc``: the same with per-channel weight scales: the project's int8 now
-  (``_onnx.quantize_int8``), checked on full DL19/DL20 by ``llmrerank eval int8-check``.
+  (``onnx_backend.quantize_int8``), checked on full DL19/DL20 by ``llmrerank eval int8-check``.
 * ``dyn-matmul-pc-ends``: the same, with the first and last encoder layers kept fp32.
 * ``dyn-matmul-pc-first`` / ``dyn-matmul-pc-last``: per-channel, with only the first (the
   last) encoder layer kept fp32.
@@ -58,7 +58,7 @@ from llmrerank import CrossEncoderReranker, DenseReranker
 from llmrerank.evaluation.datasets import GoldenSet, load_dataset
 from llmrerank.evaluation.metrics import evaluate
 from llmrerank.host import host_cpu
-from llmrerank.rerankers import _onnx
+from llmrerank.rerankers import onnx_backend
 
 STAGES: dict[str, tuple[Any, int]] = {
     "dense": (DenseReranker, 100),
@@ -162,11 +162,11 @@ def recipes(fp32: Path, stage: str, calibration_count: int) -> dict[str, Callabl
     return {
         "dyn-default": dynamic(),
         "dyn-matmul": dynamic(op_types_to_quantize=["MatMul"], extra_options=const_b),
-        "dyn-matmul-pc": lambda out: _onnx.quantize_int8(source, out, "dynamic-matmul-per-channel"),
+        "dyn-matmul-pc": lambda out: onnx_backend.quantize_int8(source, out, "dynamic-matmul-per-channel"),
         "dyn-matmul-pc-ends": dynamic(
             op_types_to_quantize=["MatMul"], per_channel=True, nodes_to_exclude=ends, extra_options=const_b
         ),
-        "dyn-matmul-pc-first": lambda out: _onnx.quantize_int8(
+        "dyn-matmul-pc-first": lambda out: onnx_backend.quantize_int8(
             source, out, "dynamic-matmul-per-channel-first-layer-fp32"
         ),
         "dyn-matmul-pc-last": dynamic(
@@ -204,14 +204,14 @@ def make_variants(stage: str, work: Path, only: list[str] | None, calibration_co
     return variants
 
 
-def encoder(folder: Path, threads: int) -> _onnx.OnnxEncoder:
-    return _onnx.OnnxEncoder(
+def encoder(folder: Path, threads: int) -> onnx_backend.OnnxEncoder:
+    return onnx_backend.OnnxEncoder(
         folder, max_seq_length=None, threads=threads, max_batch_tokens=8192, batch_size=32
     )
 
 
 def rank_run(
-    stage: str, runtime: _onnx.OnnxEncoder, golden: GoldenSet, depth: int
+    stage: str, runtime: onnx_backend.OnnxEncoder, golden: GoldenSet, depth: int
 ) -> dict[str, dict[str, float]]:
     run: dict[str, dict[str, float]] = {}
     if stage == "dense":
@@ -346,9 +346,7 @@ def speed(
             inputs.append([c.text for c in q.candidates[:depth]])
         else:
             inputs.append([(q.query, c.text) for c in q.candidates[:depth]])
-    tokenizer = runtimes["fp32"].tokenizer
-    runtimes["fp32"]._encode(inputs[0], truncate=True)  # truncation set
-    tokens = sum(len(e.ids) for batch in inputs for e in tokenizer.encode_batch(batch))
+    tokens = sum(len(e.ids) for batch in inputs for e in runtimes["fp32"].tokenize(batch, truncate=True))
     for runtime in runtimes.values():
         runtime.run(inputs[0][:8])  # warm
     latencies: dict[str, list[float]] = {name: [] for name in runtimes}

@@ -2,12 +2,12 @@
 the chosen device and backend, and the ``rerank``/``arerank`` verbs.
 
 Backends: ``torch`` (sentence-transformers; the reference, and the choice on a GPU) and
-``onnx`` (ONNX Runtime on CPU, optionally with int8 weights; see ``_onnx``). ``auto`` picks
+``onnx`` (ONNX Runtime on CPU, optionally with int8 weights; see ``onnx_backend``). ``auto`` picks
 torch on CUDA or MPS, and on a CPU (with the ONNX extra installed):
 
 * ONNX int8, when ``quantize="auto"`` (the default) and the int8 export holds a check
   (``llmrerank eval int8-check``) made on this CPU model that found int8 within 0.005
-  nDCG@10 of fp32 on DL19 and on DL20, and faster (``_onnx.int8_refusal``);
+  nDCG@10 of fp32 on DL19 and on DL20, and faster (``onnx_backend.int8_refusal``);
 * else the faster fp32 backend on this host: torch and ONNX are timed once on a fixed
   sample (a second or two, the first time a stage loads on a host) and the result is kept
   beside the fp32 export (``timing.json``), so later loads decide without torch.
@@ -39,7 +39,7 @@ from .._quiet import quiet_loading
 from ..errors import UserError
 from ..host import host_cpu
 from ..types import Candidate, CandidateLike, Ranking, as_count, as_request
-from . import _onnx
+from . import onnx_backend
 
 logger = logging.getLogger("llmrerank")
 
@@ -97,7 +97,7 @@ def resolve_backend(backend: str, device: str) -> str:
         return backend
     if device != "cpu":
         return "torch"
-    return "onnx" if _onnx.onnx_installed() else "torch"
+    return "onnx" if onnx_backend.onnx_installed() else "torch"
 
 
 # the host timing's sample: 32 inputs of about 100 tokens, the size of a reranked passage
@@ -124,10 +124,10 @@ class TorchRuntime:
     def tokenizer(self) -> Any:
         return self.st.tokenizer
 
-    def run(self, inputs: Sequence[_onnx.TextInput]) -> Any:
+    def run(self, inputs: Sequence[onnx_backend.TextInput]) -> Any:
         return self.stage._torch_run(self.st, inputs)
 
-    def count_truncated(self, inputs: Sequence[_onnx.TextInput]) -> int:
+    def count_truncated(self, inputs: Sequence[onnx_backend.TextInput]) -> int:
         if not inputs:
             return 0
         if isinstance(inputs[0], tuple):
@@ -138,7 +138,7 @@ class TorchRuntime:
         return sum(len(ids) > self.max_seq_length for ids in encoded["input_ids"])
 
 
-Runtime = TorchRuntime | _onnx.OnnxEncoder
+Runtime = TorchRuntime | onnx_backend.OnnxEncoder
 
 
 class EncoderStage:
@@ -161,9 +161,9 @@ class EncoderStage:
     uses_llm = False
     kind = "local model"
     #: the evaluation sets an int8 check must cover for ``quantize="auto"`` to use int8
-    int8_check_sets = _onnx.INT8_CHECK_SETS
-    #: how this stage's model is quantised to int8 (one of ``_onnx.INT8_RECIPES``)
-    int8_recipe = _onnx.DEFAULT_INT8_RECIPE
+    int8_check_sets = onnx_backend.INT8_CHECK_SETS
+    #: how this stage's model is quantised to int8 (one of ``onnx_backend.INT8_RECIPES``)
+    int8_recipe = onnx_backend.DEFAULT_INT8_RECIPE
     onnx_output = ""
 
     def __init__(
@@ -182,12 +182,12 @@ class EncoderStage:
     ) -> None:
         if backend not in BACKENDS:
             raise UserError(f"backend={backend!r}: use one of {', '.join(BACKENDS)}")
-        if quantize not in _onnx.QUANTIZE_CHOICES:
-            raise UserError(f"quantize={quantize!r}: use one of {', '.join(_onnx.QUANTIZE_CHOICES)}")
+        if quantize not in onnx_backend.QUANTIZE_CHOICES:
+            raise UserError(f"quantize={quantize!r}: use one of {', '.join(onnx_backend.QUANTIZE_CHOICES)}")
         if quantize == "int8" and backend == "torch":
             raise UserError("quantize applies to backend=onnx only")
         if backend == "onnx":
-            _onnx.require_onnx()  # a missing extra fails at construction, not mid-query
+            onnx_backend.require_onnx()  # a missing extra fails at construction, not mid-query
         self.model_name = model_name
         self.device = device
         self.batch_size = as_count(batch_size, "batch_size")
@@ -214,7 +214,7 @@ class EncoderStage:
         with the model's own max length, since one export serves every configured length."""
         raise NotImplementedError
 
-    def _torch_run(self, model: Any, inputs: Sequence[_onnx.TextInput]) -> Any:
+    def _torch_run(self, model: Any, inputs: Sequence[onnx_backend.TextInput]) -> Any:
         raise NotImplementedError
 
     def _configured_max_length(self) -> int | None:
@@ -230,10 +230,10 @@ class EncoderStage:
             self._source = self._load(sentence_transformers, "cpu")
         return self._source
 
-    def _onnx_runtime(self, quantize: str) -> _onnx.OnnxEncoder:
+    def _onnx_runtime(self, quantize: str) -> onnx_backend.OnnxEncoder:
         self.backend_in_use, self.quantize_in_use = "onnx", quantize
         folder = self.export_folder(quantize)
-        return _onnx.OnnxEncoder(
+        return onnx_backend.OnnxEncoder(
             folder,
             max_seq_length=self._configured_max_length(),
             threads=self.threads,
@@ -257,7 +257,7 @@ class EncoderStage:
     def export_folder(self, quantize: str) -> Path:
         """The ONNX export of this stage's model (``none`` or ``int8``), exported first if
         it is not cached."""
-        return _onnx.prepare(
+        return onnx_backend.prepare(
             self.model_name,
             quantize=quantize,
             cache_dir=self.onnx_cache_dir,
@@ -268,21 +268,21 @@ class EncoderStage:
 
     def int8_refusal(self) -> str | None:
         """Why ``quantize="auto"`` would not use int8 here (None: it would): the check
-        recorded with the int8 export, read for this CPU (see ``_onnx.int8_refusal``)."""
-        folder = _onnx.find_export(
+        recorded with the int8 export, read for this CPU (see ``onnx_backend.int8_refusal``)."""
+        folder = onnx_backend.find_export(
             self.model_name, quantize="int8", cache_dir=self.onnx_cache_dir, recipe=self.int8_recipe
         )
-        record = None if folder is None else _onnx.read_record(folder / _onnx.INT8_CHECK_FILE)
-        return _onnx.int8_refusal(record, host_cpu(), self.int8_recipe)
+        record = None if folder is None else onnx_backend.read_record(folder / onnx_backend.INT8_CHECK_FILE)
+        return onnx_backend.int8_refusal(record, host_cpu(), self.int8_recipe)
 
     def record_int8_check(self, record: dict[str, Any]) -> Path:
         """Keep ``record`` (what ``llmrerank eval int8-check`` measured) with the int8
         export, adding the recipe and this CPU; returns the file written."""
-        path = self.export_folder("int8") / _onnx.INT8_CHECK_FILE
-        _onnx.write_record(path, {**record, "recipe": self.int8_recipe, "cpu": host_cpu()})
+        path = self.export_folder("int8") / onnx_backend.INT8_CHECK_FILE
+        onnx_backend.write_record(path, {**record, "recipe": self.int8_recipe, "cpu": host_cpu()})
         return path
 
-    def _timing_inputs(self) -> list[_onnx.TextInput]:
+    def _timing_inputs(self) -> list[onnx_backend.TextInput]:
         """What the host timing runs: 32 passages (a cross-encoder makes them pairs)."""
         return [TIMING_TEXT] * 32
 
@@ -293,9 +293,9 @@ class EncoderStage:
         if not sentence_transformers_installed():
             self.choice_reason = "fp32 ONNX: sentence-transformers (torch) is not installed"
             return onnx_runtime
-        path = self.export_folder("none") / _onnx.TIMING_FILE
+        path = self.export_folder("none") / onnx_backend.TIMING_FILE
         cpu = host_cpu()
-        timing = _onnx.read_record(path)
+        timing = onnx_backend.read_record(path)
         torch_runtime: TorchRuntime | None = None
         if timing is None or timing.get("cpu") != cpu:
             # the model just loaded to export, if this load exported: timed as it is
@@ -310,7 +310,7 @@ class EncoderStage:
                     seconds[name].append(time.perf_counter() - started)
             timing = {"cpu": cpu, "inputs": len(inputs), **{k: min(v[1:]) for k, v in seconds.items()}}
             try:
-                _onnx.write_record(path, timing)
+                onnx_backend.write_record(path, timing)
             except OSError as exc:  # a read-only cache times again next time
                 logger.debug("cannot keep the host timing in %s: %s", path, exc)
             if timed is not None:  # the export's model has the model's own max length

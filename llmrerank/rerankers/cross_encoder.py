@@ -18,8 +18,8 @@ from typing import Any
 
 from ..settings import assets_dir
 from ..types import Candidate, CandidateLike, Ranking, as_request
-from ._onnx import TextInput
 from ._sentence_transformers import DEFAULT_MAX_BATCH_TOKENS, TIMING_TEXT, EncoderStage
+from .onnx_backend import TextInput
 from .protocol import ranking_from_scores
 
 __all__ = ["CrossEncoderReranker", "default_cross_encoder"]

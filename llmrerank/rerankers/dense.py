@@ -21,8 +21,8 @@ from typing import Any
 from ..cache import BestEffortCache, DiskCache
 from ..errors import CandidateError
 from ..types import Candidate, CandidateLike, Ranking, as_request
-from ._onnx import TextInput
 from ._sentence_transformers import DEFAULT_MAX_BATCH_TOKENS, EncoderStage
+from .onnx_backend import TextInput
 from .protocol import ranking_from_scores
 from .training_record import training_fingerprint
 

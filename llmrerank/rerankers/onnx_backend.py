@@ -355,7 +355,8 @@ class OnnxEncoder:
         self.max_batch_tokens = max_batch_tokens
         self.batch_size = batch_size
 
-    def _encode(self, inputs: Sequence[TextInput], *, truncate: bool) -> list[Any]:
+    def tokenize(self, inputs: Sequence[TextInput], *, truncate: bool) -> list[Any]:
+        """The tokenizer's encodings of ``inputs``, cut at ``max_seq_length`` if ``truncate``."""
         if truncate:
             self.tokenizer.enable_truncation(self.max_seq_length)
         else:
@@ -363,12 +364,12 @@ class OnnxEncoder:
         return list(self.tokenizer.encode_batch(list(inputs)))
 
     def count_truncated(self, inputs: Sequence[TextInput]) -> int:
-        return sum(len(e.ids) > self.max_seq_length for e in self._encode(inputs, truncate=False))
+        return sum(len(e.ids) > self.max_seq_length for e in self.tokenize(inputs, truncate=False))
 
     def run(self, inputs: Sequence[TextInput]) -> Any:
         import numpy as np
 
-        encodings = self._encode(inputs, truncate=True)
+        encodings = self.tokenize(inputs, truncate=True)
         rows: list[Any] = [None] * len(encodings)
         lengths = [len(e.ids) for e in encodings]
         for batch in token_batches(lengths, self.max_batch_tokens, self.batch_size):
