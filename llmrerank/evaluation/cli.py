@@ -321,7 +321,7 @@ def agree_command(
 def int8_check_command(stage: str, sets: str, limit: int | None, depth: int | None) -> None:
     """Rerank DL19 and DL20 with STAGE's ONNX fp32 and int8 exports (e.g. 'dense:',
     'cross-encoder:'), print nDCG@10 of each and the speed-up, and keep the result with the
-    int8 export, where quantize=auto reads it: int8 is used on this CPU model only when it
+    int8 export, where quantize=auto reads it: int8 is used on this CPU only when it
     is within 0.005 nDCG@10 of fp32 on both sets and faster."""
     from .int8_check import check_int8
 

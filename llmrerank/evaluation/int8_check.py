@@ -5,7 +5,8 @@ top 50 for a cross-encoder) with its ONNX fp32 export and with its int8 export, 
 query in turn (so the two share whatever load the host has); nDCG@10 of each by ranx, and
 the speed-up as fp32's total time over int8's. The result is kept with the int8 export
 (``int8-check.json``), and ``quantize="auto"`` reads it there: int8 is used only where this
-check, on this CPU model, found it within 0.005 nDCG@10 of fp32 on both sets and faster.
+check, on this CPU (``host.host_cpu``), found it within 0.005 nDCG@10 of fp32 on both sets
+and faster.
 A check limited to some queries (``limit``) is recorded but never lets int8 in.
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..pipeline import build_stage
+from ..rerankers import onnx_backend
 from ..rerankers.cross_encoder import CrossEncoderReranker
 from ..rerankers.dense import DenseReranker
 from ..stages import parse_stage_spec
@@ -94,4 +96,6 @@ def check_int8(
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     path: Path = int8.record_int8_check(record)
-    return {**record, "path": str(path), "refusal": int8.int8_refusal()}
+    # as kept with the export: with the recipe and this CPU's identity added
+    written = onnx_backend.read_record(path) or record
+    return {**written, "path": str(path), "refusal": int8.int8_refusal()}

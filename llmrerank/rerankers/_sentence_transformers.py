@@ -6,7 +6,8 @@ Backends: ``torch`` (sentence-transformers; the reference, and the choice on a G
 torch on CUDA or MPS, and on a CPU (with the ONNX extra installed):
 
 * ONNX int8, when ``quantize="auto"`` (the default) and the int8 export holds a check
-  (``llmrerank eval int8-check``) made on this CPU model that found int8 within 0.005
+  (``llmrerank eval int8-check``) made on this CPU (``host.host_cpu``: its model, SIMD
+  kernels' features and usable cores) that found int8 within 0.005
   nDCG@10 of fp32 on DL19 and on DL20, and faster (``onnx_backend.int8_refusal``);
 * else the faster fp32 backend on this host: torch and ONNX are timed once on a fixed
   sample (a second or two, the first time a stage loads on a host) and the result is kept

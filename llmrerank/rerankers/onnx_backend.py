@@ -249,7 +249,7 @@ def write_record(path: Path, record: dict[str, Any]) -> None:
 def int8_refusal(record: dict[str, Any] | None, cpu: str, recipe: str) -> str | None:
     """Why int8 may not be used on ``cpu`` by the check ``record`` (None: it may). Yes
     needs a complete check of every set in ``INT8_CHECK_SETS``, made with ``recipe`` on
-    this CPU model, each within ``INT8_TOLERANCE`` nDCG@10 of fp32, and int8 faster."""
+    this CPU (``host.host_cpu``), each within ``INT8_TOLERANCE`` nDCG@10 of fp32, and int8 faster."""
     if record is None:
         return "no int8 check recorded (run `llmrerank eval int8-check`)"
     if record.get("recipe") != recipe:
