@@ -11,9 +11,10 @@ the cores this process may use.
 
 from __future__ import annotations
 
-import os
 import platform
 from pathlib import Path
+
+from ._concurrency import available_cores
 
 __all__ = ["KERNEL_FEATURES", "cpu_identity", "host_cpu"]
 
@@ -43,13 +44,6 @@ KERNEL_FEATURES = (
 )
 
 _MODEL_KEYS = ("cpu family", "model", "stepping", "CPU implementer", "CPU part", "CPU variant")
-
-
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def cpu_identity(cpuinfo: str, cores: int) -> str:
@@ -84,4 +78,4 @@ def host_cpu() -> str:
         cpuinfo = Path("/proc/cpuinfo").read_text()
     except OSError:
         cpuinfo = ""
-    return cpu_identity(cpuinfo, _usable_cores())
+    return cpu_identity(cpuinfo, available_cores())

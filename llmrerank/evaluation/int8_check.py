@@ -97,5 +97,7 @@ def check_int8(
     }
     path: Path = int8.record_int8_check(record)
     # as kept with the export: with the recipe and this CPU's identity added
-    written = onnx_backend.read_record(path) or record
+    written = onnx_backend.read_record(path)
+    if written is None:
+        raise UserError(f"cannot read back the int8 check just written to {path}")
     return {**written, "path": str(path), "refusal": int8.int8_refusal()}
