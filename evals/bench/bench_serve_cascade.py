@@ -38,6 +38,7 @@ from typing import Any
 import httpx
 from bench_serve import DEADLINE_S, DOCS_PER_REQUEST, dl19_bodies, drive, summary
 
+from llmrerank.host import host_cpu
 from llmrerank.serve.config import Limits
 from llmrerank.serve.process import ServiceProcess
 from llmrerank.testing import Fault, Hang, WireServer
@@ -70,16 +71,8 @@ def _shell(command: str) -> str:
 
 
 def _machine() -> dict[str, Any]:
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in _shell("lscpu").splitlines()
-            if line.startswith("Model name")
-        ),
-        platform.processor(),
-    )
     return {
-        "cpu": model,
+        "cpu": host_cpu(),
         "cpus": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)),
         "python": platform.python_version(),

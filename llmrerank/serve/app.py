@@ -7,7 +7,10 @@ With ``allow_partial`` the service starts with the pipelines that built; ``/read
 ``/v1/models`` name the ones that did not and why, and a request naming one is a ``400``.
 
 ``/readyz`` answers ``200`` only when every worker has built its pipelines (see
-``readiness``). A graceful shutdown (SIGTERM) stops accepting connections and lets every
+``readiness``). A graceful shutdown (SIGTERM) first drains (see ``drain``): the service
+goes on accepting and serving, ``/readyz`` answers ``503`` and every answer carries
+``Connection: close``, until no request has arrived for a moment, so no request the kernel
+already accepted is reset. Then the server stops accepting connections and lets every
 in-flight request finish: each is answered by its deadline (degraded if need be) plus
 ``ANSWER_GRACE_S``, before the server's own shutdown timeout; should the server cancel a
 request anyway, it is answered with a JSON ``503`` and ``Retry-After``, never with the
@@ -43,6 +46,7 @@ from ..telemetry import configure_from_environment
 from .access_log import configure_access_log, log_request
 from .auth import BearerAuth
 from .config import ServiceConfig
+from .drain import Drain, drain_on_sigterm
 from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .pipelines import Pipelines, StartupError
 from .readiness import WorkerReadiness
@@ -68,6 +72,7 @@ class ServiceState:
         self.pipelines: Pipelines | None = None
         self.startup_error: str | None = None
         self.readiness = WorkerReadiness.from_environment()
+        self.drain = Drain(config.limits.drain_s)
 
     def require_pipelines(self) -> Pipelines:
         if self.pipelines is None:  # only reachable when a host serves requests before startup
@@ -127,6 +132,7 @@ def _endpoint(state: ServiceState, handler: Handler, *, authenticated: bool = Tr
         request.state.request_id = request_id
         request.state.log = {}
         started = time.perf_counter()
+        state.drain.arrived(asyncio.get_running_loop().time())
         try:
             if authenticated and not state.auth.allows(request.headers.get("authorization")):
                 state.metrics.rejected.labels("auth").inc()
@@ -142,6 +148,8 @@ def _endpoint(state: ServiceState, handler: Handler, *, authenticated: bool = Tr
             logger.exception("request %s failed", request_id)
             response = JSONResponse({"message": "internal error", "request_id": request_id}, status_code=500)
         response.headers["x-request-id"] = request_id
+        if state.drain.draining:  # the listener closes soon: no request more on this connection
+            response.headers["connection"] = "close"
         if request.url.path not in ("/healthz", "/metrics"):
             log_request(
                 request_id=request_id,
@@ -184,13 +192,20 @@ def _route_error(routes: list[Route]) -> Callable[[Request, Exception], Awaitabl
     return handle
 
 
-def create_app(config: ServiceConfig) -> Starlette:
+def create_app(config: ServiceConfig, *, drain_at_sigterm: bool = False) -> Starlette:
+    """The service's ASGI app. ``drain_at_sigterm``: put the drain (see ``drain``) in front
+    of the server's SIGTERM handler at startup, as ``llmrerank serve`` does; an app embedded
+    in another server leaves the process's signals alone."""
     state = ServiceState(config)
     configure_access_log()
 
     async def rerank_route(request: Request) -> Response:
         version = "2" if request.url.path.startswith("/v2/") else "1"
-        return await rerank(request, state.require_pipelines(), state.metrics, api_version=version)
+        state.metrics.in_flight.inc()
+        try:
+            return await rerank(request, state.require_pipelines(), state.metrics, api_version=version)
+        finally:
+            state.metrics.in_flight.dec()
 
     async def models(request: Request) -> Response:
         failed = state.pipelines.failed if state.pipelines is not None else {}
@@ -211,6 +226,8 @@ def create_app(config: ServiceConfig) -> Starlette:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
+        if state.drain.draining:
+            return JSONResponse({"ready": False, "reason": "shutting down"}, status_code=503)
         pipelines = state.pipelines
         if pipelines is None:
             return JSONResponse({"ready": False, "reason": "starting"}, status_code=503)
@@ -251,11 +268,14 @@ def create_app(config: ServiceConfig) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await state.start()
+        restore_sigterm = drain_on_sigterm(state.drain) if drain_at_sigterm else None
         state.readiness.mark()
         try:
             yield
         finally:
             state.readiness.unmark()
+            if restore_sigterm is not None:
+                restore_sigterm()
             if state.pipelines is not None:
                 await asyncio.to_thread(state.pipelines.close)
 
@@ -283,4 +303,4 @@ def app_from_environment() -> Starlette:
     if os.environ.get(ALLOW_PARTIAL_ENV) == "1":
         config = dataclasses.replace(config, allow_partial=True)
     configure_from_environment()  # OpenTelemetry's exporter, when OTEL_TRACES_EXPORTER asks for one
-    return create_app(config)
+    return create_app(config, drain_at_sigterm=True)

@@ -64,7 +64,11 @@ class Limits:
     wait for a slot before the service answers ``429``. ``local_concurrency``: local (CPU)
     stage runs at once per worker (default: the cores this process may use);
     ``local_queue``: how many more requests may wait for the CPU before ``429`` (default:
-    twice the cores). Size limits apply to every request;
+    twice the cores). ``drain_s``: after SIGTERM, how long at most the service keeps
+    accepting and serving (``/readyz`` says ``503``), so that requests the kernel already
+    accepted are answered rather than reset; it stops sooner once no request has arrived
+    for 0.2 s (``0``: close the listener at once).
+    Size limits apply to every request;
     ``max_body_bytes`` is checked before the body is read (``413``); its default (16 MiB)
     holds ``max_total_chars`` of text even at 6 bytes a character (``\\uXXXX`` escapes)."""
 
@@ -78,12 +82,13 @@ class Limits:
     max_total_chars: int = 2_000_000
     max_query_chars: int = 4_000
     max_body_bytes: int = 16 * 1024 * 1024
+    drain_s: float = 1.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
             positive = not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0
-            if not positive and not (f.name in ("llm_queue", "local_queue") and value == 0):
+            if not positive and not (f.name in ("llm_queue", "local_queue", "drain_s") and value == 0):
                 raise UserError(f"service config: limits.{f.name} must be a positive number")
 
 

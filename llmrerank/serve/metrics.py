@@ -68,6 +68,10 @@ class Metrics:
             "llmrerank_llm_in_flight", "Requests in an LLM stage", ["backend"],
             registry=r, multiprocess_mode="livesum",
         )  # fmt: skip
+        self.in_flight = Gauge(
+            "llmrerank_requests_in_flight", "Rerank requests received and not yet answered",
+            registry=r, multiprocess_mode="livesum",
+        )  # fmt: skip
         self.local_queue_depth = Gauge(
             "llmrerank_local_queue_depth", "Requests admitted to the local (CPU) stages, not running one",
             registry=r, multiprocess_mode="livesum",
