@@ -40,6 +40,16 @@ def test_arrivals_cannot_keep_the_listener_open_past_max_s() -> None:
     assert drain.remaining_s(1.0) == 0.0
 
 
+def test_a_loop_that_wakes_the_drain_late_counts_as_an_arrival() -> None:
+    drain = Drain(max_s=5.0, quiet_s=0.2)
+    assert drain.tick_s == pytest.approx(0.05)
+    drain.begin(0.0)
+    drain.woke(0.05, 0.09, now=0.09)  # 40 ms late: within a tick, the loop is keeping up
+    assert drain.remaining_s(0.09) == pytest.approx(0.11)
+    drain.woke(0.05, 0.8, now=0.89)  # 750 ms late: the loop was busy, maybe reading a burst
+    assert drain.remaining_s(0.89) == pytest.approx(0.2)
+
+
 def test_no_drain_and_bad_durations() -> None:
     drain = Drain(max_s=0.0)
     drain.begin(3.0)

@@ -169,6 +169,12 @@ class Prober:
                     continue  # the listener has closed
                 self.answers.append((response.status_code, response.json().get("reason")))
 
+    def wait_answered(self, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.answers:
+            assert time.monotonic() < deadline, "no probe was answered"
+            time.sleep(0.01)
+
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
@@ -210,14 +216,15 @@ def test_a_request_still_arriving_at_sigterm_is_answered_not_reset(
     degraded 200 at its deadline: the LLM hangs) and the connection closed after it;
     /readyz says why meanwhile."""
     config = _config(hanging_llm)
-    config["limits"] = {"deadline_s": DEADLINE_S, "drain_s": 10}
+    # the drain outlasts a stalled test host: it ends 2 s after the last probe
+    config["limits"] = {"deadline_s": DEADLINE_S, "drain_s": 10, "drain_quiet_s": 2}
     first, rest = _raw_request(dl19[0][3], "slow-client")
     with ServiceProcess(config, tmp_path) as service:
         prober = Prober(service)
         try:
             with socket.create_connection(("127.0.0.1", service.port), timeout=30) as sock:
                 sock.sendall(first)
-                time.sleep(0.2)  # the probes are going
+                prober.wait_answered()
                 service.terminate()
                 time.sleep(0.5)
                 sock.sendall(rest)

@@ -8,6 +8,9 @@ base=${1:?usage: ab_sigterm_drain.sh BASE [ROUNDS]}
 rounds=${2:-2}
 here=$(git rev-parse --show-toplevel)
 python="$here/.venv/bin/python"
+# as the Makefile sets them, for both trees
+export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
+export LLMRERANK_ASSETS=${LLMRERANK_ASSETS:-$(dirname "$here")/shared/assets}
 work=$(mktemp -d)
 trap 'git -C "$here" worktree remove --force "$work/base" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 git -C "$here" worktree add --detach --quiet "$work/base" "$base"
@@ -18,8 +21,11 @@ for round in $(seq "$rounds"); do
     [ "$side" = base ] && tree=$work/base
     out="$work/$side-$round.json"
     # each tree's own llmrerank serves (ServiceProcess puts its checkout on PYTHONPATH)
-    (cd "$tree" && PYTHONPATH="$tree" "$python" evals/bench/bench_serve_cascade.py \
-      --levels 1 --level-s 2 --out "$out" >"$work/$side-$round.log" 2>&1)
+    if ! (cd "$tree" && PYTHONPATH="$tree" "$python" evals/bench/bench_serve_cascade.py \
+      --levels 1 --level-s 2 --out "$out" >"$work/$side-$round.log" 2>&1); then
+      tail -20 "$work/$side-$round.log" >&2
+      exit 1
+    fi
     runs+=("$side=$out")
   done
 done

@@ -356,6 +356,9 @@ def main() -> None:
     parser.add_argument("--level-s", type=float, default=10.0, help="seconds of load per concurrency level")
     parser.add_argument("--sigterm-after-s", type=float, default=3.0, help="load before the SIGTERM")
     parser.add_argument("--levels", default=",".join(map(str, LEVELS)), help="client counts, comma-separated")
+    parser.add_argument(
+        "--drain-s", type=float, help="the service's limits.drain_s (default: the service's default)"
+    )
     parser.add_argument("--out", default="evals/bench/results/serve_cascade.json")
     args = parser.parse_args()
     bodies = dl19_bodies()
@@ -373,7 +376,8 @@ def main() -> None:
             "local_queue": defaults.local_queue,
             "llm_concurrency": defaults.llm_concurrency,
             "llm_queue": defaults.llm_queue,
-            "why": "the defaults (deadline aside): what a service gets without tuning",
+            "drain_s": defaults.drain_s if args.drain_s is None else args.drain_s,
+            "why": "the defaults (deadline and --drain-s aside): what a service gets without tuning",
         },
         "machine": _machine(),
         "command": " ".join(["python", *sys.argv]),
@@ -392,7 +396,8 @@ def main() -> None:
                 "cascade-hanging": _cascade(hanging.openai_base_url),
                 "cascade-failing": _cascade(failing.openai_base_url),
             },
-            "limits": {"deadline_s": DEADLINE_S},
+            "limits": {"deadline_s": DEADLINE_S}
+            | ({} if args.drain_s is None else {"drain_s": args.drain_s}),
         }
         with ServiceProcess(config, Path(workdir)) as service:
             for case in ("hanging", "failing"):

@@ -72,7 +72,7 @@ class ServiceState:
         self.pipelines: Pipelines | None = None
         self.startup_error: str | None = None
         self.readiness = WorkerReadiness.from_environment()
-        self.drain = Drain(config.limits.drain_s)
+        self.drain = Drain(config.limits.drain_s, config.limits.drain_quiet_s)
 
     def require_pipelines(self) -> Pipelines:
         if self.pipelines is None:  # only reachable when a host serves requests before startup

@@ -25,6 +25,7 @@ from typing import Any
 from .._yaml import read_yaml_mapping
 from ..errors import UserError
 from ..pipeline import PipelineSpec
+from .drain import DRAIN_QUIET_S
 from .limits import default_local_concurrency
 
 __all__ = ["DEFAULT_PIPELINE", "AuthConfig", "Limits", "ServiceConfig"]
@@ -67,7 +68,8 @@ class Limits:
     twice the cores). ``drain_s``: after SIGTERM, how long at most the service keeps
     accepting and serving (``/readyz`` says ``503``), so that requests the kernel already
     accepted are answered rather than reset; it stops sooner once no request has arrived
-    for 0.2 s (``0``: close the listener at once).
+    for ``drain_quiet_s`` (``drain_s: 0``: close the listener at once; behind a load
+    balancer that takes a few seconds to stop sending, set both to those seconds).
     Size limits apply to every request;
     ``max_body_bytes`` is checked before the body is read (``413``); its default (16 MiB)
     holds ``max_total_chars`` of text even at 6 bytes a character (``\\uXXXX`` escapes)."""
@@ -83,12 +85,15 @@ class Limits:
     max_query_chars: int = 4_000
     max_body_bytes: int = 16 * 1024 * 1024
     drain_s: float = 1.0
+    drain_quiet_s: float = DRAIN_QUIET_S
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
             positive = not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0
-            if not positive and not (f.name in ("llm_queue", "local_queue", "drain_s") and value == 0):
+            if not positive and not (
+                f.name in ("llm_queue", "local_queue", "drain_s", "drain_quiet_s") and value == 0
+            ):
                 raise UserError(f"service config: limits.{f.name} must be a positive number")
 
 

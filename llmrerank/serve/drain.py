@@ -8,14 +8,16 @@ backlog, and requests still arriving. Those clients sent a request and get
 or starved host a whole burst can be in that state. So ``llmrerank serve`` drains first:
 after SIGTERM it goes on accepting and serving as usual, but ``/readyz`` answers ``503``
 (a load balancer stops sending) and every answer carries ``Connection: close`` (a client
-reconnects, elsewhere). Once no request has arrived for ``DRAIN_QUIET_S``, or
-``limits.drain_s`` after the signal at the latest, it hands the signal to the server, whose
-own graceful shutdown closes the listener and waits for the requests in flight. A second
-SIGTERM skips what is left of the drain.
+reconnects, elsewhere). Once no request has arrived for ``limits.drain_quiet_s``
+(``DRAIN_QUIET_S``), or ``limits.drain_s`` after the signal at the latest, it hands the
+signal to the server, whose own graceful shutdown closes the listener and waits for the
+requests in flight. A second SIGTERM skips what is left of the drain.
 
-The rule counts requests, which is all an ASGI app sees: a client that has connected but
-not yet sent its whole request when the drain ends is closed by the server, as without a
-drain. With ``--workers N`` each worker drains on its own arrivals.
+The rule counts requests, which is all an ASGI app sees, and a busy event loop: a loop
+that wakes the drain late may hold connections it accepted but has not read yet, so it
+counts as an arrival, and a starved loop drains for ``limits.drain_s``. A client that has
+connected but not yet sent its whole request when the drain ends is closed by the server,
+as without a drain. With ``--workers N`` each worker drains on its own arrivals.
 
 ``Drain`` is the timing rule and does no I/O; ``drain_on_sigterm`` puts it in front of
 the SIGTERM handler the server installed (uvicorn installs its handlers with
@@ -33,7 +35,7 @@ from types import FrameType
 
 __all__ = ["DRAIN_QUIET_S", "Drain", "drain_on_sigterm"]
 
-#: the drain ends once no request has arrived for this long: the backlog is empty
+#: by default the drain ends once no request has arrived for this long: the backlog is empty
 DRAIN_QUIET_S = 0.2
 logger = logging.getLogger("llmrerank")
 
@@ -65,6 +67,18 @@ class Drain:
         if self.last_arrival is not None:
             self.last_arrival = max(self.last_arrival, now)
 
+    @property
+    def tick_s(self) -> float:
+        """How often the drain looks at the clock: a quarter of ``quiet_s``."""
+        return max(self.quiet_s / 4, 0.005)
+
+    def woke(self, asked_s: float, slept_s: float, now: float) -> None:
+        """The drain slept ``slept_s`` for an ``asked_s`` nap: woken over a tick late, the
+        event loop was busy, maybe with connections it has accepted and not yet read, so
+        that counts as an arrival. A starved loop drains for ``max_s``."""
+        if slept_s - asked_s > self.tick_s:
+            self.arrived(now)
+
     def remaining_s(self, now: float) -> float:
         """Seconds until the listener may close; ``0.0`` once it may."""
         if self.began is None or self.last_arrival is None:
@@ -88,7 +102,11 @@ def drain_on_sigterm(drain: Drain) -> Callable[[], None]:
 
     async def hand_over(sig: int, began: float) -> None:
         while (left := drain.remaining_s(loop.time())) > 0:
-            await asyncio.sleep(left)
+            nap = min(left, drain.tick_s)
+            asleep_at = loop.time()
+            await asyncio.sleep(nap)
+            now = loop.time()
+            drain.woke(nap, now - asleep_at, now)
         logger.info("drained for %.2fs after SIGTERM; shutting down", loop.time() - began)
         server_handler(sig, None)
 
