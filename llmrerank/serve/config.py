@@ -84,7 +84,7 @@ class Limits:
     max_total_chars: int = 2_000_000
     max_query_chars: int = 4_000
     max_body_bytes: int = 16 * 1024 * 1024
-    drain_s: float = 1.0
+    drain_s: float = 3.0
     drain_quiet_s: float = DRAIN_QUIET_S
 
     def __post_init__(self) -> None:
