@@ -50,13 +50,6 @@ def _in_flight(service: ServiceProcess) -> int:
     return int(float(found.group(1)))
 
 
-def _wait_in_flight(service: ServiceProcess, count: int, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while (seen := _in_flight(service)) < count:
-        assert time.monotonic() < deadline, f"{seen} of {count} requests reached the service"
-        time.sleep(0.05)
-
-
 def _config(llm: WireServer) -> dict[str, object]:
     return {
         "default": "dense-hanging",
@@ -106,6 +99,13 @@ class Burst:
     def release(self) -> None:
         self._ready.wait()
 
+    def wait_reached(self, service: ServiceProcess, timeout_s: float = 60.0) -> None:
+        """Until every request has reached the service: in flight there, or answered."""
+        deadline = time.monotonic() + timeout_s
+        while (reached := _in_flight(service) + len(self.responses)) < CLIENTS:
+            assert time.monotonic() < deadline, f"{reached} of {CLIENTS} requests reached the service"
+            time.sleep(0.05)
+
     def join(self) -> None:
         for thread in self._threads:
             thread.join()
@@ -137,7 +137,7 @@ def test_sigterm_answers_every_in_flight_request_with_json(
     with ServiceProcess(_config(hanging_llm), tmp_path) as service:
         burst = Burst(service, dl19[0][3])
         burst.release()
-        _wait_in_flight(service, CLIENTS)  # every request reached the service
+        burst.wait_reached(service)
         service.terminate()
         burst.join()
         service.wait_exit(120)

@@ -148,7 +148,7 @@ def _endpoint(state: ServiceState, handler: Handler, *, authenticated: bool = Tr
             logger.exception("request %s failed", request_id)
             response = JSONResponse({"message": "internal error", "request_id": request_id}, status_code=500)
         response.headers["x-request-id"] = request_id
-        if state.drain.draining:  # the listener closes soon: no request more on this connection
+        if state.drain.draining:  # the listener closes soon: no more requests on this connection
             response.headers["connection"] = "close"
         if request.url.path not in ("/healthz", "/metrics"):
             log_request(

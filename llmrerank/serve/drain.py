@@ -99,16 +99,23 @@ def drain_on_sigterm(drain: Drain) -> Callable[[], None]:
         logger.debug("no server SIGTERM handler to drain in front of; SIGTERM is left as it is")
         return lambda: None
     hand_overs: set[asyncio.Task[None]] = set()
+    handed_over = False
+
+    def to_server(sig: int, frame: FrameType | None) -> None:
+        nonlocal handed_over
+        if not handed_over:
+            handed_over = True
+            server_handler(sig, frame)
 
     async def hand_over(sig: int, began: float) -> None:
-        while (left := drain.remaining_s(loop.time())) > 0:
+        while not handed_over and (left := drain.remaining_s(loop.time())) > 0:
             nap = min(left, drain.tick_s)
             asleep_at = loop.time()
             await asyncio.sleep(nap)
             now = loop.time()
             drain.woke(nap, now - asleep_at, now)
         logger.info("drained for %.2fs after SIGTERM; shutting down", loop.time() - began)
-        server_handler(sig, None)
+        to_server(sig, None)
 
     def start_hand_over(sig: int, began: float) -> None:
         task = loop.create_task(hand_over(sig, began))
@@ -117,7 +124,7 @@ def drain_on_sigterm(drain: Drain) -> Callable[[], None]:
 
     def on_sigterm(sig: int, frame: FrameType | None) -> None:
         if drain.draining:  # a second SIGTERM: stop waiting
-            server_handler(sig, frame)
+            to_server(sig, frame)
             return
         now = loop.time()
         drain.begin(now)
