@@ -364,6 +364,7 @@ def main() -> None:
     bodies = dl19_bodies()
     uptime_before = _shell("uptime")
     defaults = Limits()
+    drain_s = defaults.drain_s if args.drain_s is None else args.drain_s
     results: dict[str, Any] = {
         "what": f"{DOCS_PER_REQUEST} DL19 passages per request; pipelines dense → 20 → listwise LLM "
         "(openai wire format), the LLM a local server that hangs (Hang 60 s) or answers 500; one "
@@ -376,7 +377,7 @@ def main() -> None:
             "local_queue": defaults.local_queue,
             "llm_concurrency": defaults.llm_concurrency,
             "llm_queue": defaults.llm_queue,
-            "drain_s": defaults.drain_s if args.drain_s is None else args.drain_s,
+            "drain_s": drain_s,
             "why": "the defaults (deadline and --drain-s aside): what a service gets without tuning",
         },
         "machine": _machine(),
@@ -396,8 +397,7 @@ def main() -> None:
                 "cascade-hanging": _cascade(hanging.openai_base_url),
                 "cascade-failing": _cascade(failing.openai_base_url),
             },
-            "limits": {"deadline_s": DEADLINE_S}
-            | ({} if args.drain_s is None else {"drain_s": args.drain_s}),
+            "limits": {"deadline_s": DEADLINE_S, "drain_s": drain_s},
         }
         with ServiceProcess(config, Path(workdir)) as service:
             for case in ("hanging", "failing"):

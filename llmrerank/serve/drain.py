@@ -98,7 +98,7 @@ def drain_on_sigterm(drain: Drain) -> Callable[[], None]:
     if not callable(server_handler) or threading.current_thread() is not threading.main_thread():
         logger.debug("no server SIGTERM handler to drain in front of; SIGTERM is left as it is")
         return lambda: None
-    hand_overs: set[asyncio.Task[None]] = set()
+    hand_over_task: asyncio.Task[None] | None = None  # held: the loop keeps only weak references
     handed_over = False
 
     def to_server(sig: int, frame: FrameType | None) -> None:
@@ -118,9 +118,8 @@ def drain_on_sigterm(drain: Drain) -> Callable[[], None]:
         to_server(sig, None)
 
     def start_hand_over(sig: int, began: float) -> None:
-        task = loop.create_task(hand_over(sig, began))
-        hand_overs.add(task)
-        task.add_done_callback(hand_overs.discard)
+        nonlocal hand_over_task
+        hand_over_task = loop.create_task(hand_over(sig, began))
 
     def on_sigterm(sig: int, frame: FrameType | None) -> None:
         if drain.draining:  # a second SIGTERM: stop waiting
